@@ -1,0 +1,34 @@
+"""softmax_ext: fast, exact CPU softmax, log_softmax, logsumexp and their gradients.
+
+Cython + OpenMP kernels with runtime SIMD dispatch behind a numpy-style API::
+
+    import softmax_ext as sx
+    p = sx.softmax(logits, axis=-1)
+    dz = sx.softmax_backward(p, upstream_grad)
+"""
+
+import os as _os
+
+from . import _kernels
+from ._config import show_config
+from ._core import log_softmax, log_softmax_backward, logsumexp, softmax, softmax_backward
+from ._threads import get_num_threads, set_num_threads
+
+__version__ = "0.1.0"
+
+# SOFTMAX_EXT_ISA=portable|avx2|avx512 caps the kernel instruction set (for
+# testing and for reproducing results across machines).
+if _os.environ.get("SOFTMAX_EXT_ISA"):
+    _kernels.select_isa(_os.environ["SOFTMAX_EXT_ISA"])
+
+__all__ = [
+    "softmax",
+    "log_softmax",
+    "logsumexp",
+    "softmax_backward",
+    "log_softmax_backward",
+    "get_num_threads",
+    "set_num_threads",
+    "show_config",
+    "__version__",
+]

@@ -1,0 +1,201 @@
+"""Input validation and the memory layouts the kernels accept.
+
+The kernels see either a 2-D ``rows`` view (rows, K) whose reduced axis is
+contiguous, or a 3-D ``cols`` view (outer, K, inner) whose trailing axis is
+contiguous.  `plan_for` finds such a view of the caller's array without
+copying whenever its strides allow (C order, F order, sliced rows, any axis);
+only arrays with no contiguous axis at all are copied once.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+NATIVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_array(x: object, name: str) -> np.ndarray:
+    """``np.asarray(x)`` in a dtype the kernels compute natively.
+
+    float32 and float64 pass through; bool, integer and float16 are promoted to
+    float64 (as scipy.special does); anything else is a TypeError.
+    """
+    arr = np.asarray(x)
+    if arr.dtype in NATIVE_DTYPES:
+        return arr
+    if arr.dtype.kind in "biu" or arr.dtype == np.float16:
+        return arr.astype(np.float64)
+    raise TypeError(
+        f"{name} has dtype {arr.dtype}; softmax_ext computes in float32 or float64 "
+        "(bool, integer and float16 inputs are promoted to float64)"
+    )
+
+
+def common_float_arrays(a: object, b: object, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Both operands as float arrays of one dtype and one shape."""
+    a_arr, b_arr = as_float_array(a, names[0]), as_float_array(b, names[1])
+    if a_arr.shape != b_arr.shape:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same shape, got {a_arr.shape} and {b_arr.shape}"
+        )
+    dtype = np.result_type(a_arr, b_arr)
+    return a_arr.astype(dtype, copy=False), b_arr.astype(dtype, copy=False)
+
+
+def normalize_axis(axis: object, ndim: int) -> int:
+    if isinstance(axis, bool):
+        raise TypeError(f"axis must be an int or None, got {axis!r}")
+    try:
+        index = operator.index(axis)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"axis must be an int or None, got {axis!r}") from None
+    if not -ndim <= index < ndim:
+        raise np.exceptions.AxisError(index, ndim)
+    return index % ndim
+
+
+def check_out(out: object, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype}, the result has dtype {dtype}")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, the result has shape {shape}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    return out
+
+
+def overlaps_partially(out: np.ndarray, *inputs: Optional[np.ndarray]) -> bool:
+    """True if `out` shares memory with an input without being exactly it.
+
+    Exact aliasing (softmax(x, out=x)) is safe: every kernel reads an element
+    before it writes the same element and never reads it again afterwards.
+    """
+    for a in inputs:
+        if a is None or not np.may_share_memory(out, a):
+            continue
+        same = (
+            a.__array_interface__["data"][0] == out.__array_interface__["data"][0]
+            and a.strides == out.strides
+        )
+        if not same:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to view an array (of one fixed shape) for the kernels.
+
+    axis  : the reduced axis.
+    outer : the other axes (of length > 1) merged into the leading dimension,
+            slowest first.
+    inner : ``cols`` only: axes merged into the contiguous trailing dimension.
+    """
+
+    axis: int
+    outer: tuple[int, ...]
+    inner: tuple[int, ...]
+
+    @property
+    def kind(self) -> str:
+        return "cols" if self.inner else "rows"
+
+    @property
+    def result_axes(self) -> tuple[int, ...]:
+        """Original axes, in order, of the dimensions of a reduced (lse) result."""
+        return self.outer + self.inner
+
+    def view(self, a: np.ndarray) -> Optional[np.ndarray]:
+        """The kernel-shaped view of `a`, or None if its strides do not allow one."""
+        size = a.itemsize
+        if not a.flags.aligned or any(s % size for s in a.strides):
+            return None
+        outer = _merged(a, self.outer)
+        if outer is None:
+            return None
+        n_reduced = a.shape[self.axis]
+        if self.kind == "rows":
+            if n_reduced > 1 and a.strides[self.axis] != size:
+                return None
+            return as_strided(a, (outer[0], n_reduced), (outer[1], size))
+        inner = _merged(a, self.inner)
+        if inner is None or inner[1] != size:
+            return None
+        return as_strided(a, (outer[0], n_reduced, inner[0]), (outer[1], a.strides[self.axis], size))
+
+
+def _merged(a: np.ndarray, axes: tuple[int, ...]) -> Optional[tuple[int, int]]:
+    """(length, stride) of `axes` taken as one dimension, or None if uneven."""
+    length, stride = 1, a.itemsize
+    for i, ax in enumerate(axes):
+        if i and a.strides[axes[i - 1]] != a.strides[ax] * a.shape[ax]:
+            return None
+        length *= a.shape[ax]
+        stride = a.strides[ax]
+    return length, stride
+
+
+def plan_for(a: np.ndarray, axis: int) -> Plan:
+    """A layout plan for reducing `a` over `axis`, copying nothing if possible.
+
+    Returns a plan whose ``view(a)`` may still be None (uneven strides); the
+    caller then makes `a` C-contiguous, for which every plan works.
+    """
+    others = sorted(
+        (ax for ax in range(a.ndim) if ax != axis and a.shape[ax] > 1),
+        key=lambda ax: -abs(a.strides[ax]),
+    )
+    if a.shape[axis] <= 1 or a.strides[axis] == a.itemsize:
+        return Plan(axis, tuple(others), ())
+    if others and a.strides[others[-1]] == a.itemsize:
+        split = len(others) - 1
+        while split > 0 and (
+            a.strides[others[split - 1]] == a.strides[others[split]] * a.shape[others[split]]
+        ):
+            split -= 1
+        return Plan(axis, tuple(others[:split]), tuple(others[split:]))
+    # No contiguous axis: plan for the C-contiguous copy.
+    return plan_for(np.empty(a.shape, a.dtype), axis)
+
+
+def planned_view(a: np.ndarray, axis: int) -> tuple[np.ndarray, Plan, np.ndarray]:
+    """(array, plan, view): `a` itself when it can be viewed, else a C copy."""
+    plan = plan_for(a, axis)
+    view = plan.view(a)
+    if view is None:
+        a = np.ascontiguousarray(a)
+        plan = plan_for(a, axis)
+        view = plan.view(a)
+    assert view is not None
+    return a, plan, view
+
+
+def input_view(plan: Plan, a: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """`a` viewed under `plan`, copied into `template`'s layout first if needed."""
+    view = plan.view(a)
+    if view is None:
+        copy = np.empty_like(template)
+        np.copyto(copy, a)
+        view = plan.view(copy)
+    assert view is not None
+    return view
+
+
+def output_buffer(plan: Plan, out: Optional[np.ndarray], template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(buffer, view) to compute into: `out` itself when the kernels can write
+    it directly, else a new array in `template`'s layout."""
+    if out is not None:
+        view = plan.view(out)
+        if view is not None:
+            return out, view
+    buffer = np.empty_like(template)
+    view = plan.view(buffer)
+    assert view is not None
+    return buffer, view

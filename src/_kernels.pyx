@@ -1,0 +1,350 @@
+# Kernels of softmax_ext: softmax, log_softmax, logsumexp and their VJPs.
+#
+# Design
+# ------
+# The Python layer (softmax_ext/_core.py) hands every kernel a view in one of
+# two shapes, chosen by which axis is contiguous in memory:
+#   rows: (rows, K) with the reduced axis K contiguous; rows at any stride.
+#   cols: (outer, K, inner) with `inner` contiguous and K strided; reduced
+#         vertically over column strips of SX_STRIP columns, no transpose.
+# Kernels write into preallocated outputs, return nothing and never touch
+# Python objects inside the parallel loops; every prange gets num_threads
+# explicitly (resolved by the caller in the calling thread).
+#
+# Per-row work is done by the SIMD primitives of row_kernels.h, reached through
+# a table chosen at import for this CPU (AVX-512, AVX2+FMA or portable).
+# A softmax row costs three sweeps: max, exp(x - max) stored while summing in
+# double, then one multiply by 1/sum (log_softmax: (x - max) - log(sum)).
+#
+# Thread-count invariance: a row is handled either whole by one thread or, when
+# there are too few rows to keep every thread busy, as SX_CHUNK-element pieces
+# spread over threads whose partial results are combined in piece order.  The
+# primitives sum in exactly that chunked order, so both routes give the same
+# bits and the result never depends on num_threads.
+from cython.parallel cimport prange
+from libc.math cimport isfinite, log
+from libc.stdlib cimport free, malloc
+
+ctypedef fused floating:
+    float
+    double
+
+cdef extern from "omp_shim.h":
+    int SX_OPENMP_ENABLED
+    int sx_omp_max_threads() noexcept nogil
+
+cdef extern from "row_kernels.h":
+    enum:
+        SX_CHUNK
+        SX_STRIP
+        SX_ISA_PORTABLE
+        SX_ISA_AVX2
+        SX_ISA_AVX512
+    ctypedef struct sx_table:
+        double (*row_max)(const void *x, Py_ssize_t n) noexcept nogil
+        double (*row_exp_sum)(const void *x, void *out, Py_ssize_t n, double shift) noexcept nogil
+        void (*row_scale)(void *out, Py_ssize_t n, double factor) noexcept nogil
+        void (*row_log_normalize)(const void *x, void *out, Py_ssize_t n, double shift,
+                                  double log_sum) noexcept nogil
+        double (*row_dot)(const void *a, const void *b, Py_ssize_t n) noexcept nogil
+        void (*row_softmax_bwd)(const void *p, const void *g, void *out, Py_ssize_t n,
+                                double dot) noexcept nogil
+        void (*row_log_softmax_bwd)(const void *logp, const void *g, void *out, Py_ssize_t n,
+                                    double grad_sum) noexcept nogil
+        void (*col_max)(const void *x, Py_ssize_t ldx, Py_ssize_t K, Py_ssize_t w,
+                        void *m) noexcept nogil
+        void (*col_exp_sum)(const void *x, Py_ssize_t ldx, void *out, Py_ssize_t ldo,
+                            Py_ssize_t K, Py_ssize_t w, const void *shift,
+                            double *sum) noexcept nogil
+        void (*col_scale)(void *out, Py_ssize_t ldo, Py_ssize_t K, Py_ssize_t w,
+                          const void *factor) noexcept nogil
+        void (*col_log_normalize)(const void *x, Py_ssize_t ldx, void *out, Py_ssize_t ldo,
+                                  Py_ssize_t K, Py_ssize_t w, const void *shift,
+                                  const void *log_sum) noexcept nogil
+        void (*col_dot)(const void *a, Py_ssize_t lda, const void *b, Py_ssize_t ldb,
+                        Py_ssize_t K, Py_ssize_t w, double *sum) noexcept nogil
+        void (*col_softmax_bwd)(const void *p, Py_ssize_t ldp, const void *g, Py_ssize_t ldg,
+                                void *out, Py_ssize_t ldo, Py_ssize_t K, Py_ssize_t w,
+                                const void *dot) noexcept nogil
+        void (*col_log_softmax_bwd)(const void *logp, Py_ssize_t ldl, const void *g,
+                                    Py_ssize_t ldg, void *out, Py_ssize_t ldo, Py_ssize_t K,
+                                    Py_ssize_t w, const void *grad_sum) noexcept nogil
+    const sx_table *sx_table_f32
+    const sx_table *sx_table_f64
+    int sx_cpu_isa_level()
+    int sx_select_isa(int requested)
+
+# Operations, passed by the Python layer as `op`.
+cpdef enum Op:
+    SOFTMAX = 0
+    LOG_SOFTMAX = 1
+    LOGSUMEXP = 2
+    SOFTMAX_BACKWARD = 3
+    LOG_SOFTMAX_BACKWARD = 4
+
+ISA_NAMES = {SX_ISA_PORTABLE: "portable", SX_ISA_AVX2: "avx2", SX_ISA_AVX512: "avx512"}
+_isa_level = sx_select_isa(SX_ISA_AVX512)
+
+
+def openmp_enabled():
+    """True when the extension was compiled with OpenMP."""
+    return bool(SX_OPENMP_ENABLED)
+
+
+def omp_max_threads():
+    """omp_get_max_threads() in the calling thread (honours OMP_NUM_THREADS and
+    threadpoolctl's limits); 1 without OpenMP."""
+    return sx_omp_max_threads()
+
+
+def cpu_isa():
+    """Name of the widest kernel instruction set this CPU can run."""
+    return ISA_NAMES[sx_cpu_isa_level()]
+
+
+def selected_isa():
+    """Name of the kernel instruction set in use."""
+    return ISA_NAMES[_isa_level]
+
+
+def select_isa(str name):
+    """Use the kernels for `name` ('portable', 'avx2', 'avx512'), or the best
+    this CPU supports below it; returns the name of the set now in use.
+    Not thread-safe: call it while no kernel runs."""
+    global _isa_level
+    levels = {v: k for k, v in ISA_NAMES.items()}
+    if name not in levels:
+        raise ValueError(f"unknown instruction set {name!r}; expected one of {sorted(levels)}")
+    _isa_level = sx_select_isa(levels[name])
+    return ISA_NAMES[_isa_level]
+
+
+cdef inline const sx_table *table_for(const floating *x) noexcept nogil:
+    if floating is float:
+        return sx_table_f32
+    else:
+        return sx_table_f64
+
+
+cdef inline double forward_shift(int op, double row_max) noexcept nogil:
+    # softmax/log_softmax shift by the max even when it is infinite, so that
+    # a row holding +inf, or only -inf, gives NaN as in PyTorch and SciPy;
+    # logsumexp shifts by 0 then, giving +inf / -inf as SciPy does.
+    if op == LOGSUMEXP and not isfinite(row_max):
+        return 0.0
+    return row_max
+
+
+cdef inline void forward_finish(const sx_table *t, int op, const floating *x, floating *out,
+                                Py_ssize_t n, double shift, double total) noexcept nogil:
+    """Second sweep over (a piece of) a row once its shift and sum are known."""
+    if op == SOFTMAX:
+        t.row_scale(out, n, 1.0 / total)
+    elif op == LOG_SOFTMAX:
+        t.row_log_normalize(x, out, n, shift, log(total))
+
+
+cdef inline double backward_reduce(const sx_table *t, int op, const floating *y,
+                                   const floating *g, Py_ssize_t n) noexcept nogil:
+    # softmax: <g, p>;  log_softmax: sum(g)
+    return t.row_dot(g, y if op == SOFTMAX_BACKWARD else NULL, n)
+
+
+cdef inline void backward_finish(const sx_table *t, int op, const floating *y, const floating *g,
+                                 floating *out, Py_ssize_t n, double total) noexcept nogil:
+    if op == SOFTMAX_BACKWARD:
+        t.row_softmax_bwd(y, g, out, n, total)
+    else:
+        t.row_log_softmax_bwd(y, g, out, n, total)
+
+
+cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating *g,
+                      Py_ssize_t ldg, floating *out, Py_ssize_t ldo, floating *lse,
+                      Py_ssize_t rows, Py_ssize_t K, int num_threads) noexcept nogil:
+    """All five operations over (rows, K) with contiguous rows.
+
+    `x` is the input (p or logp for the backward ops), `g` the upstream
+    gradient (backward only), `out` the (rows, K) result and `lse` the (rows,)
+    result of LOGSUMEXP.
+    """
+    cdef const sx_table *t = table_for(x)
+    cdef bint backward = op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD
+    cdef Py_ssize_t r
+    cdef double shift, total
+    if K >= 2 * SX_CHUNK and rows < 4 * num_threads:
+        if rows_kernel_split(op, x, ldx, g, ldg, out, ldo, lse, rows, K, num_threads) == 0:
+            return
+        # (no memory for the per-piece scratch: whole rows still work)
+    for r in prange(rows, schedule="static", num_threads=num_threads):
+        if backward:
+            total = backward_reduce(t, op, x + r * ldx, g + r * ldg, K)
+            backward_finish(t, op, x + r * ldx, g + r * ldg, out + r * ldo, K, total)
+        else:
+            shift = forward_shift(op, t.row_max(x + r * ldx, K))
+            total = t.row_exp_sum(x + r * ldx, out + r * ldo if op == SOFTMAX else NULL, K, shift)
+            if op == LOGSUMEXP:
+                lse[r] = <floating>(shift + log(total))
+            else:
+                forward_finish(t, op, x + r * ldx, out + r * ldo, K, shift, total)
+
+
+cdef int rows_kernel_split(int op, const floating *x, Py_ssize_t ldx, const floating *g,
+                           Py_ssize_t ldg, floating *out, Py_ssize_t ldo, floating *lse,
+                           Py_ssize_t rows, Py_ssize_t K, int num_threads) noexcept nogil:
+    """rows_kernel for few long rows: every sweep runs over SX_CHUNK pieces in
+    parallel, and the per-piece results are combined serially in piece order.
+    Returns -1, having done nothing, when its scratch cannot be allocated."""
+    cdef const sx_table *t = table_for(x)
+    cdef bint backward = op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD
+    cdef Py_ssize_t pieces = (K + SX_CHUNK - 1) // SX_CHUNK
+    cdef Py_ssize_t items = rows * pieces
+    cdef Py_ssize_t it, r, c, start, n
+    cdef double m
+    cdef double *part = <double *>malloc(items * sizeof(double))
+    cdef double *shift = <double *>malloc(rows * sizeof(double))
+    cdef double *total = <double *>malloc(rows * sizeof(double))
+    if part == NULL or shift == NULL or total == NULL:
+        free(part)
+        free(shift)
+        free(total)
+        return -1
+    if not backward:
+        for it in prange(items, schedule="static", num_threads=num_threads):
+            r = it // pieces
+            start = (it % pieces) * SX_CHUNK
+            part[it] = t.row_max(x + r * ldx + start, min(SX_CHUNK, K - start))
+        for r in range(rows):
+            m = part[r * pieces]
+            for c in range(1, pieces):
+                if part[r * pieces + c] > m:
+                    m = part[r * pieces + c]
+            shift[r] = forward_shift(op, m)
+    for it in prange(items, schedule="static", num_threads=num_threads):
+        r = it // pieces
+        start = (it % pieces) * SX_CHUNK
+        n = min(SX_CHUNK, K - start)
+        if backward:
+            part[it] = backward_reduce(t, op, x + r * ldx + start, g + r * ldg + start, n)
+        else:
+            part[it] = t.row_exp_sum(x + r * ldx + start,
+                                     out + r * ldo + start if op == SOFTMAX else NULL,
+                                     n, shift[r])
+    for r in range(rows):
+        total[r] = 0.0
+        for c in range(pieces):
+            total[r] += part[r * pieces + c]
+        if op == LOGSUMEXP:
+            lse[r] = <floating>(shift[r] + log(total[r]))
+    if op != LOGSUMEXP:
+        for it in prange(items, schedule="static", num_threads=num_threads):
+            r = it // pieces
+            start = (it % pieces) * SX_CHUNK
+            n = min(SX_CHUNK, K - start)
+            if backward:
+                backward_finish(t, op, x + r * ldx + start, g + r * ldg + start,
+                                out + r * ldo + start, n, total[r])
+            else:
+                forward_finish(t, op, x + r * ldx + start, out + r * ldo + start, n,
+                               shift[r], total[r])
+    free(part)
+    free(shift)
+    free(total)
+    return 0
+
+
+cdef void strip_kernel(const sx_table *t, int op, const floating *x, Py_ssize_t ldx,
+                       const floating *g, Py_ssize_t ldg, floating *out, Py_ssize_t ldo,
+                       floating *lse, Py_ssize_t K, Py_ssize_t w) noexcept nogil:
+    """One strip of w <= SX_STRIP columns of a (K, inner) slab: the column
+    counterpart of one row of rows_kernel."""
+    cdef floating shift[SX_STRIP]
+    cdef floating param[SX_STRIP]
+    cdef double total[SX_STRIP]
+    cdef Py_ssize_t j
+    if op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD:
+        t.col_dot(g, ldg, x if op == SOFTMAX_BACKWARD else NULL, ldx, K, w, total)
+        for j in range(w):
+            param[j] = <floating>total[j]
+        if op == SOFTMAX_BACKWARD:
+            t.col_softmax_bwd(x, ldx, g, ldg, out, ldo, K, w, param)
+        else:
+            t.col_log_softmax_bwd(x, ldx, g, ldg, out, ldo, K, w, param)
+        return
+    t.col_max(x, ldx, K, w, shift)
+    for j in range(w):
+        shift[j] = <floating>forward_shift(op, shift[j])
+    t.col_exp_sum(x, ldx, out if op == SOFTMAX else NULL, ldo, K, w, shift, total)
+    if op == SOFTMAX:
+        for j in range(w):
+            param[j] = <floating>(1.0 / total[j])
+        t.col_scale(out, ldo, K, w, param)
+    elif op == LOG_SOFTMAX:
+        for j in range(w):
+            param[j] = <floating>log(total[j])
+        t.col_log_normalize(x, ldx, out, ldo, K, w, shift, param)
+    else:
+        for j in range(w):
+            lse[j] = <floating>(shift[j] + log(total[j]))
+
+
+cdef void cols_kernel(int op, const floating *x, Py_ssize_t xo, Py_ssize_t xk,
+                      const floating *g, Py_ssize_t go, Py_ssize_t gk,
+                      floating *out, Py_ssize_t oo, Py_ssize_t ok,
+                      floating *lse, Py_ssize_t lo,
+                      Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner,
+                      int num_threads) noexcept nogil:
+    """All five operations over (outer, K, inner) with `inner` contiguous; the
+    strips of every outer slab are spread over the threads."""
+    cdef const sx_table *t = table_for(x)
+    cdef Py_ssize_t strips = (inner + SX_STRIP - 1) // SX_STRIP
+    cdef Py_ssize_t it, o, j0
+    for it in prange(outer * strips, schedule="static", num_threads=num_threads):
+        o = it // strips
+        j0 = (it % strips) * SX_STRIP
+        strip_kernel(t, op, x + o * xo + j0, xk, g + o * go + j0 if g != NULL else NULL, gk,
+                     out + o * oo + j0 if out != NULL else NULL, ok,
+                     lse + o * lo + j0 if lse != NULL else NULL, K, min(SX_STRIP, inner - j0))
+
+
+def rows(*, int op, const floating[:, ::1] x, const floating[:, ::1] grad=None,
+         floating[:, ::1] out=None, floating[::1] lse=None, int num_threads):
+    """Run `op` over the rows of x (reduced axis last and contiguous).
+
+    Outputs: `out` (same shape as x) for every op but LOGSUMEXP, which writes
+    `lse` (one value per row).  `grad` is the upstream gradient of the
+    backward ops, with x holding p (softmax) or log p (log_softmax).
+    """
+    cdef Py_ssize_t size = sizeof(floating)
+    cdef const floating *gp = NULL
+    cdef floating *op_ = NULL
+    cdef floating *lp = NULL
+    cdef Py_ssize_t ldg = 0, ldo = 0
+    if grad is not None:
+        gp, ldg = &grad[0, 0], grad.strides[0] // size
+    if out is not None:
+        op_, ldo = &out[0, 0], out.strides[0] // size
+    if lse is not None:
+        lp = &lse[0]
+    with nogil:
+        rows_kernel(op, &x[0, 0], x.strides[0] // size, gp, ldg, op_, ldo, lp,
+                    x.shape[0], x.shape[1], num_threads)
+
+
+def cols(*, int op, const floating[:, :, ::1] x, const floating[:, :, ::1] grad=None,
+         floating[:, :, ::1] out=None, floating[:, ::1] lse=None, int num_threads):
+    """Run `op` over axis 1 of x, shaped (outer, K, inner) with inner
+    contiguous.  Outputs and `grad` as for `rows`; `lse` is (outer, inner)."""
+    cdef Py_ssize_t size = sizeof(floating)
+    cdef const floating *gp = NULL
+    cdef floating *op_ = NULL
+    cdef floating *lp = NULL
+    cdef Py_ssize_t go = 0, gk = 0, oo = 0, ok = 0, lo = 0
+    if grad is not None:
+        gp, go, gk = &grad[0, 0, 0], grad.strides[0] // size, grad.strides[1] // size
+    if out is not None:
+        op_, oo, ok = &out[0, 0, 0], out.strides[0] // size, out.strides[1] // size
+    if lse is not None:
+        lp, lo = &lse[0, 0], lse.strides[0] // size
+    with nogil:
+        cols_kernel(op, &x[0, 0, 0], x.strides[0] // size, x.strides[1] // size, gp, go, gk,
+                    op_, oo, ok, lp, lo, x.shape[0], x.shape[1], x.shape[2], num_threads)
