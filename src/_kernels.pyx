@@ -21,7 +21,7 @@
 # spread over threads whose partial results are combined in piece order.  The
 # primitives sum in exactly that chunked order, so both routes give the same
 # bits and the result never depends on num_threads.
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.math cimport isfinite, log
 from libc.stdlib cimport free, malloc
 
@@ -52,12 +52,12 @@ cdef extern from "row_kernels.h":
         void (*row_log_softmax_bwd)(const void *logp, const void *g, void *out, Py_ssize_t n,
                                     double grad_sum) noexcept nogil
         void (*col_max)(const void *x, Py_ssize_t ldx, Py_ssize_t K, Py_ssize_t w,
-                        void *m) noexcept nogil
+                        void *m, void *copy, Py_ssize_t ldc) noexcept nogil
         void (*col_exp_sum)(const void *x, Py_ssize_t ldx, void *out, Py_ssize_t ldo,
                             Py_ssize_t K, Py_ssize_t w, const void *shift,
                             double *sum) noexcept nogil
-        void (*col_scale)(void *out, Py_ssize_t ldo, Py_ssize_t K, Py_ssize_t w,
-                          const void *factor) noexcept nogil
+        void (*col_scale)(const void *src, Py_ssize_t lds, void *out, Py_ssize_t ldo,
+                          Py_ssize_t K, Py_ssize_t w, const void *factor) noexcept nogil
         void (*col_log_normalize)(const void *x, Py_ssize_t ldx, void *out, Py_ssize_t ldo,
                                   Py_ssize_t K, Py_ssize_t w, const void *shift,
                                   const void *log_sum) noexcept nogil
@@ -73,6 +73,13 @@ cdef extern from "row_kernels.h":
     const sx_table *sx_table_f64
     int sx_cpu_isa_level()
     int sx_select_isa(int requested)
+
+# Rows shorter than this are transposed in blocks of SX_STRIP rows into an L1
+# scratch and run through the column-strip kernel, vectorising across rows:
+# a short row alone leaves most vector lanes and the lane reduction idle.
+DEF SHORT_ROW = 32
+# Per-thread scratch per operand for staging column tiles (about half an L2).
+DEF STAGE_BYTES = 512 * 1024
 
 # Operations, passed by the Python layer as `op`.
 cpdef enum Op:
@@ -158,6 +165,26 @@ cdef inline void backward_finish(const sx_table *t, int op, const floating *y, c
         t.row_log_softmax_bwd(y, g, out, n, total)
 
 
+cdef inline const floating *at(const floating *p, Py_ssize_t offset) noexcept nogil:
+    """p + offset, keeping NULL (an absent operand) NULL."""
+    return p + offset if p != NULL else NULL
+
+
+cdef void whole_row(const sx_table *t, int op, const floating *x, const floating *g,
+                    floating *out, floating *lse, Py_ssize_t K) noexcept nogil:
+    """`op` on one contiguous row of K elements, by the calling thread."""
+    cdef double shift, total
+    if op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD:
+        backward_finish(t, op, x, g, out, K, backward_reduce(t, op, x, g, K))
+        return
+    shift = forward_shift(op, t.row_max(x, K))
+    total = t.row_exp_sum(x, out if op == SOFTMAX else NULL, K, shift)
+    if op == LOGSUMEXP:
+        lse[0] = <floating>(shift + log(total))
+    else:
+        forward_finish(t, op, x, out, K, shift, total)
+
+
 cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating *g,
                       Py_ssize_t ldg, floating *out, Py_ssize_t ldo, floating *lse,
                       Py_ssize_t rows, Py_ssize_t K, int num_threads) noexcept nogil:
@@ -165,27 +192,22 @@ cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating 
 
     `x` is the input (p or logp for the backward ops), `g` the upstream
     gradient (backward only), `out` the (rows, K) result and `lse` the (rows,)
-    result of LOGSUMEXP.
+    result of LOGSUMEXP.  Short rows go to tiles_kernel as transposed tiles
+    (element (k, j) of row j at x[j*ldx + k]), long rows whole or split.
     """
     cdef const sx_table *t = table_for(x)
-    cdef bint backward = op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD
     cdef Py_ssize_t r
-    cdef double shift, total
+    if K < SHORT_ROW:
+        tiles_kernel(op, x, 0, 1, ldx, g, 0, 1, ldg, out, 0, 1, ldo, lse, 0, 1,
+                     1, K, rows, num_threads)
+        return
     if K >= 2 * SX_CHUNK and rows < 4 * num_threads:
         if rows_kernel_split(op, x, ldx, g, ldg, out, ldo, lse, rows, K, num_threads) == 0:
             return
         # (no memory for the per-piece scratch: whole rows still work)
     for r in prange(rows, schedule="static", num_threads=num_threads):
-        if backward:
-            total = backward_reduce(t, op, x + r * ldx, g + r * ldg, K)
-            backward_finish(t, op, x + r * ldx, g + r * ldg, out + r * ldo, K, total)
-        else:
-            shift = forward_shift(op, t.row_max(x + r * ldx, K))
-            total = t.row_exp_sum(x + r * ldx, out + r * ldo if op == SOFTMAX else NULL, K, shift)
-            if op == LOGSUMEXP:
-                lse[r] = <floating>(shift + log(total))
-            else:
-                forward_finish(t, op, x + r * ldx, out + r * ldo, K, shift, total)
+        whole_row(t, op, x + r * ldx, at(g, r * ldg), <floating *>at(out, r * ldo),
+                  <floating *>at(lse, r), K)
 
 
 cdef int rows_kernel_split(int op, const floating *x, Py_ssize_t ldx, const floating *g,
@@ -254,56 +276,136 @@ cdef int rows_kernel_split(int op, const floating *x, Py_ssize_t ldx, const floa
 
 cdef void strip_kernel(const sx_table *t, int op, const floating *x, Py_ssize_t ldx,
                        const floating *g, Py_ssize_t ldg, floating *out, Py_ssize_t ldo,
-                       floating *lse, Py_ssize_t K, Py_ssize_t w) noexcept nogil:
-    """One strip of w <= SX_STRIP columns of a (K, inner) slab: the column
-    counterpart of one row of rows_kernel."""
+                       floating *lse, Py_ssize_t K, Py_ssize_t w, floating *stage) noexcept nogil:
+    """One strip of w <= SX_STRIP contiguous columns of a (K, .) slab: the
+    column counterpart of whole_row.
+
+    With `stage` (room for 2*K*w values) the strided operands are read once,
+    into a contiguous copy (fused with the max sweep), the middle sweep runs
+    in cache, and the last sweep writes `out`: walking a large power-of-two
+    stride three times would thrash a few cache sets instead.
+    """
     cdef floating shift[SX_STRIP]
     cdef floating param[SX_STRIP]
     cdef double total[SX_STRIP]
     cdef Py_ssize_t j
+    cdef const floating *src = x
+    cdef const floating *grad = g
+    cdef Py_ssize_t lds = ldx, ldgrad = ldg
     if op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD:
-        t.col_dot(g, ldg, x if op == SOFTMAX_BACKWARD else NULL, ldx, K, w, total)
+        if stage != NULL:
+            copy_tile(x, ldx, 1, stage, w, 1, K, w)
+            copy_tile(g, ldg, 1, stage + K * w, w, 1, K, w)
+            src, grad, lds, ldgrad = stage, stage + K * w, w, w
+        t.col_dot(grad, ldgrad, src if op == SOFTMAX_BACKWARD else NULL, lds, K, w, total)
         for j in range(w):
             param[j] = <floating>total[j]
         if op == SOFTMAX_BACKWARD:
-            t.col_softmax_bwd(x, ldx, g, ldg, out, ldo, K, w, param)
+            t.col_softmax_bwd(src, lds, grad, ldgrad, out, ldo, K, w, param)
         else:
-            t.col_log_softmax_bwd(x, ldx, g, ldg, out, ldo, K, w, param)
+            t.col_log_softmax_bwd(src, lds, grad, ldgrad, out, ldo, K, w, param)
         return
-    t.col_max(x, ldx, K, w, shift)
+    t.col_max(x, ldx, K, w, shift, stage, w)
+    if stage != NULL:
+        src, lds = stage, w
     for j in range(w):
         shift[j] = <floating>forward_shift(op, shift[j])
-    t.col_exp_sum(x, ldx, out if op == SOFTMAX else NULL, ldo, K, w, shift, total)
     if op == SOFTMAX:
+        # exp goes to the stage (in place) when there is one, else straight to out
+        t.col_exp_sum(src, lds, stage if stage != NULL else out, w if stage != NULL else ldo,
+                      K, w, shift, total)
         for j in range(w):
             param[j] = <floating>(1.0 / total[j])
-        t.col_scale(out, ldo, K, w, param)
-    elif op == LOG_SOFTMAX:
+        if stage != NULL:
+            t.col_scale(stage, w, out, ldo, K, w, param)
+        else:
+            t.col_scale(out, ldo, out, ldo, K, w, param)
+        return
+    t.col_exp_sum(src, lds, NULL, 0, K, w, shift, total)
+    if op == LOG_SOFTMAX:
         for j in range(w):
             param[j] = <floating>log(total[j])
-        t.col_log_normalize(x, ldx, out, ldo, K, w, shift, param)
+        t.col_log_normalize(src, lds, out, ldo, K, w, shift, param)
     else:
         for j in range(w):
             lse[j] = <floating>(shift[j] + log(total[j]))
 
 
-cdef void cols_kernel(int op, const floating *x, Py_ssize_t xo, Py_ssize_t xk,
-                      const floating *g, Py_ssize_t go, Py_ssize_t gk,
-                      floating *out, Py_ssize_t oo, Py_ssize_t ok,
-                      floating *lse, Py_ssize_t lo,
-                      Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner,
-                      int num_threads) noexcept nogil:
-    """All five operations over (outer, K, inner) with `inner` contiguous; the
-    strips of every outer slab are spread over the threads."""
+cdef void copy_tile(const floating *src, Py_ssize_t sk, Py_ssize_t sj, floating *dst,
+                    Py_ssize_t dk, Py_ssize_t dj, Py_ssize_t K, Py_ssize_t w) noexcept nogil:
+    """dst[k*dk + j*dj] = src[k*sk + j*sj] for a (K, w) tile."""
+    cdef Py_ssize_t k, j
+    if sj == 1 and dj == 1:
+        for k in range(K):
+            for j in range(w):
+                dst[k * dk + j] = src[k * sk + j]
+    else:
+        for k in range(K):
+            for j in range(w):
+                dst[k * dk + j * dj] = src[k * sk + j * sj]
+
+
+cdef void transposed_tile(const sx_table *t, int op,
+                          const floating *x, Py_ssize_t xk, Py_ssize_t xj,
+                          const floating *g, Py_ssize_t gk, Py_ssize_t gj,
+                          floating *out, Py_ssize_t ok, Py_ssize_t oj,
+                          floating *lse, Py_ssize_t K, Py_ssize_t w,
+                          floating *scratch) noexcept nogil:
+    """strip_kernel on a (K, w) tile whose element (k, j) is x[k*xk + j*xj]
+    (likewise g and out) with xj != 1: w short rows, transposed into
+    `scratch` (room for 2*K*w values) so that the column primitives vectorise
+    across rows, computed in place there and transposed back."""
+    cdef floating *xs = scratch
+    cdef floating *gs = scratch + K * w
+    copy_tile(x, xk, xj, xs, w, 1, K, w)
+    if g != NULL:
+        copy_tile(g, gk, gj, gs, w, 1, K, w)
+    strip_kernel(t, op, xs, w, gs if g != NULL else NULL, w, xs, w, lse, K, w, NULL)
+    if out != NULL:
+        copy_tile(xs, w, 1, out, ok, oj, K, w)
+
+
+cdef void tiles_kernel(int op, const floating *x, Py_ssize_t xo, Py_ssize_t xk, Py_ssize_t xj,
+                       const floating *g, Py_ssize_t go, Py_ssize_t gk, Py_ssize_t gj,
+                       floating *out, Py_ssize_t oo, Py_ssize_t ok, Py_ssize_t oj,
+                       floating *lse, Py_ssize_t lo, Py_ssize_t lj,
+                       Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner,
+                       int num_threads) noexcept nogil:
+    """All five operations reducing over k, for elements x[o*xo + k*xk + j*xj]
+    (likewise g, out; lse[o*lo + j*lj]), as (K, w) tiles spread over threads.
+
+    Tiles go through a per-thread scratch of at most STAGE_BYTES per operand
+    (see strip_kernel and transposed_tile), w shrinking as K grows; when even
+    a 16-column tile does not fit, contiguous columns (xj == 1) are reduced
+    without it.
+    """
     cdef const sx_table *t = table_for(x)
-    cdef Py_ssize_t strips = (inner + SX_STRIP - 1) // SX_STRIP
-    cdef Py_ssize_t it, o, j0
-    for it in prange(outer * strips, schedule="static", num_threads=num_threads):
-        o = it // strips
-        j0 = (it % strips) * SX_STRIP
-        strip_kernel(t, op, x + o * xo + j0, xk, g + o * go + j0 if g != NULL else NULL, gk,
-                     out + o * oo + j0 if out != NULL else NULL, ok,
-                     lse + o * lo + j0 if lse != NULL else NULL, K, min(SX_STRIP, inner - j0))
+    cdef Py_ssize_t width = SX_STRIP, tiles, it, o, j0, w, j
+    cdef bint staged = K * 16 * <Py_ssize_t>sizeof(floating) <= STAGE_BYTES or xj != 1
+    cdef floating *scratch = NULL
+    if staged:
+        width = min(SX_STRIP, max(16, (STAGE_BYTES // (K * <Py_ssize_t>sizeof(floating))) // 16 * 16))
+    tiles = (inner + width - 1) // width
+    with parallel(num_threads=num_threads):
+        scratch = <floating *>malloc(2 * K * width * sizeof(floating)) if staged else NULL
+        for it in prange(outer * tiles, schedule="static"):
+            o = it // tiles
+            j0 = (it % tiles) * width
+            w = min(width, inner - j0)
+            if xj == 1:
+                strip_kernel(t, op, x + o * xo + j0, xk, at(g, o * go + j0), gk,
+                             <floating *>at(out, o * oo + j0), ok,
+                             <floating *>at(lse, o * lo + j0), K, w, scratch)
+            elif scratch != NULL:
+                transposed_tile(t, op, x + o * xo + j0 * xj, xk, xj, at(g, o * go + j0 * gj), gk, gj,
+                                <floating *>at(out, o * oo + j0 * oj), ok, oj,
+                                <floating *>at(lse, o * lo + j0 * lj), K, w, scratch)
+            else:  # no memory for a tile of short rows: row by row
+                for j in range(j0, j0 + w):
+                    whole_row(t, op, x + o * xo + j * xj, at(g, o * go + j * gj),
+                              <floating *>at(out, o * oo + j * oj),
+                              <floating *>at(lse, o * lo + j * lj), K)
+        free(scratch)
 
 
 def rows(*, int op, const floating[:, ::1] x, const floating[:, ::1] grad=None,
@@ -346,5 +448,6 @@ def cols(*, int op, const floating[:, :, ::1] x, const floating[:, :, ::1] grad=
     if lse is not None:
         lp, lo = &lse[0, 0], lse.strides[0] // size
     with nogil:
-        cols_kernel(op, &x[0, 0, 0], x.strides[0] // size, x.strides[1] // size, gp, go, gk,
-                    op_, oo, ok, lp, lo, x.shape[0], x.shape[1], x.shape[2], num_threads)
+        tiles_kernel(op, &x[0, 0, 0], x.strides[0] // size, x.strides[1] // size, 1,
+                     gp, go, gk, 1, op_, oo, ok, 1, lp, lo, 1,
+                     x.shape[0], x.shape[1], x.shape[2], num_threads)

@@ -33,10 +33,12 @@ typedef struct sx_table {
     void (*row_softmax_bwd)(const void *p, const void *g, void *out, ptrdiff_t n, double dot);
     void (*row_log_softmax_bwd)(const void *logp, const void *g, void *out, ptrdiff_t n,
                                 double grad_sum);
-    void (*col_max)(const void *x, ptrdiff_t ldx, ptrdiff_t K, ptrdiff_t w, void *m);
+    void (*col_max)(const void *x, ptrdiff_t ldx, ptrdiff_t K, ptrdiff_t w, void *m, void *copy,
+                    ptrdiff_t ldc);
     void (*col_exp_sum)(const void *x, ptrdiff_t ldx, void *out, ptrdiff_t ldo, ptrdiff_t K,
                         ptrdiff_t w, const void *shift, double *sum);
-    void (*col_scale)(void *out, ptrdiff_t ldo, ptrdiff_t K, ptrdiff_t w, const void *factor);
+    void (*col_scale)(const void *src, ptrdiff_t lds, void *out, ptrdiff_t ldo, ptrdiff_t K,
+                      ptrdiff_t w, const void *factor);
     void (*col_log_normalize)(const void *x, ptrdiff_t ldx, void *out, ptrdiff_t ldo, ptrdiff_t K,
                               ptrdiff_t w, const void *shift, const void *log_sum);
     void (*col_dot)(const void *a, ptrdiff_t lda, const void *b, ptrdiff_t ldb, ptrdiff_t K,

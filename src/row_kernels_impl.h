@@ -21,9 +21,9 @@
  *          K rows that are `ld` elements apart (the reduced axis is strided).
  *
  * Reductions that need accuracy (sums, dot products) accumulate in double in
- * a fixed shape: SX_BLOCK elements summed in SX_T by the vector lanes, block
- * sums added in double into a chunk sum, chunk sums (SX_CHUNK elements) added
- * in double.  A caller that splits a long row into SX_CHUNK-aligned pieces and
+ * a fixed shape: within a block of SX_BLOCK elements, SX_LANES accumulators in
+ * SX_T added as a tree; block sums added in double into a chunk sum; chunk
+ * sums (SX_CHUNK elements) added in double.  A caller that splits a long row into SX_CHUNK-aligned pieces and
  * adds the piece sums in order gets the very same bits as one call over the
  * whole row: that is what makes results independent of the thread count.
  *
@@ -117,22 +117,65 @@ static inline __attribute__((always_inline)) SX_TARGET SX_T SX_NAME(sx_exp)(SX_T
 #undef SX_LN2_HI
 #undef SX_LN2_LO
 
-/* The blocked double sum described at the top, over element i -> TERM. */
-#define SX_BLOCKED_SUM(n, TERM)                                                \
-    double total = 0.0;                                                        \
-    for (ptrdiff_t chunk = 0; chunk < (n); chunk += SX_CHUNK) {                \
-        const ptrdiff_t chunk_end = SX_MIN((n), chunk + SX_CHUNK);             \
-        double chunk_sum = 0.0;                                                \
-        for (ptrdiff_t block = chunk; block < chunk_end; block += SX_BLOCK) {  \
-            const ptrdiff_t block_end = SX_MIN(chunk_end, block + SX_BLOCK);   \
-            SX_T block_sum = 0;                                                \
-            _Pragma("omp simd reduction(+:block_sum)")                         \
-            for (ptrdiff_t i = block; i < block_end; ++i) { block_sum += TERM; } \
-            chunk_sum += block_sum;                                            \
-        }                                                                      \
-        total += chunk_sum;                                                    \
-    }                                                                          \
-    return total
+/* SX_LANES values per group: one 64-byte AVX-512 vector, two AVX2 vectors. */
+#define SX_LANES ((ptrdiff_t)(64 / sizeof(SX_T)))
+
+/* Runs v = EXPR(A[i], B[i]) over i in [0, n) in groups of SX_LANES, calling
+ * STORE(i, v) for each value (B may repeat A when EXPR needs one operand).
+ * The last, partial group of a row goes through the same vector code on
+ * zero-padded copies of its operands, with the extra lanes masked to 0, so
+ * short rows never fall into a scalar loop of polynomial exps.  With SUM
+ * nonzero it also leaves in `total` the blocked double sum described at the
+ * top: one accumulator per lane within a block, lanes added as a tree,
+ * blocks and chunks in double.  The lane arithmetic is the same on every
+ * instruction set. */
+#define SX_LANE_LOOP(n, A, B, EXPR, STORE, SUM)                                      \
+    double total = 0.0;                                                             \
+    for (ptrdiff_t chunk = 0; chunk < (n); chunk += SX_CHUNK) {                     \
+        const ptrdiff_t chunk_end = SX_MIN((n), chunk + SX_CHUNK);                  \
+        double chunk_sum = 0.0;                                                     \
+        for (ptrdiff_t block = chunk; block < chunk_end; block += SX_BLOCK) {       \
+            const ptrdiff_t block_end = SX_MIN(chunk_end, block + SX_BLOCK);        \
+            SX_T acc[SX_LANES];                                                     \
+            for (ptrdiff_t j = 0; j < SX_LANES; ++j) { acc[j] = 0; }                \
+            ptrdiff_t i = block;                                                    \
+            for (; i + SX_LANES <= block_end; i += SX_LANES) {                      \
+                _Pragma("omp simd")                                                 \
+                for (ptrdiff_t j = 0; j < SX_LANES; ++j) {                          \
+                    const SX_T v = EXPR((A)[i + j], (B)[i + j]);                    \
+                    STORE(i + j, v);                                                \
+                    if (SUM) { acc[j] += v; }                                       \
+                }                                                                   \
+            }                                                                       \
+            if (i < block_end) {                                                    \
+                const ptrdiff_t rem = block_end - i;                                \
+                SX_T pad_a[SX_LANES], pad_b[SX_LANES], tail[SX_LANES];              \
+                (void)pad_b; /* unused when EXPR reads one operand */              \
+                for (ptrdiff_t j = 0; j < SX_LANES; ++j) {                          \
+                    pad_a[j] = j < rem ? (A)[i + j] : 0;                            \
+                    pad_b[j] = j < rem ? (B)[i + j] : 0;                            \
+                }                                                                   \
+                _Pragma("omp simd")                                                 \
+                for (ptrdiff_t j = 0; j < SX_LANES; ++j) {                          \
+                    const SX_T v = EXPR(pad_a[j], pad_b[j]);                        \
+                    tail[j] = j < rem ? v : 0;                                      \
+                    if (SUM) { acc[j] += tail[j]; }                                 \
+                }                                                                   \
+                for (ptrdiff_t j = 0; j < rem; ++j) { STORE(i + j, tail[j]); }      \
+            }                                                                       \
+            if (SUM) {                                                              \
+                _Pragma("GCC unroll 8")                                             \
+                for (ptrdiff_t width = SX_LANES / 2; width > 0; width /= 2) {       \
+                    _Pragma("GCC unroll 16")                                        \
+                    for (ptrdiff_t j = 0; j < width; ++j) { acc[j] += acc[j + width]; } \
+                }                                                                   \
+                chunk_sum += acc[0];                                                \
+            }                                                                       \
+        }                                                                           \
+        total += chunk_sum;                                                         \
+    }
+
+#define SX_NO_STORE(i, v) ((void)0)
 
 /* ---- rows: the reduced axis is contiguous ---------------------------------- */
 
@@ -152,10 +195,15 @@ static SX_TARGET double SX_NAME(row_exp_sum)(const void *xv, void *outv, ptrdiff
 {
     const SX_T *x = (const SX_T *)xv, shift = (SX_T)shift_d;
     SX_T *out = (SX_T *)outv;
+#define SX_SHIFTED_EXP(a, b) SX_NAME(sx_exp)((a) - shift)
+#define SX_STORE_OUT(i, v) (out[i] = (v))
     if (out == NULL) {
-        SX_BLOCKED_SUM(n, SX_NAME(sx_exp)(x[i] - shift));
+        SX_LANE_LOOP(n, x, x, SX_SHIFTED_EXP, SX_NO_STORE, 1);
+        return total;
     }
-    SX_BLOCKED_SUM(n, (out[i] = SX_NAME(sx_exp)(x[i] - shift)));
+    SX_LANE_LOOP(n, x, x, SX_SHIFTED_EXP, SX_STORE_OUT, 1);
+    return total;
+#undef SX_SHIFTED_EXP
 }
 
 static SX_TARGET void SX_NAME(row_scale)(void *outv, ptrdiff_t n, double factor_d)
@@ -180,10 +228,16 @@ static SX_TARGET void SX_NAME(row_log_normalize)(const void *xv, void *outv, ptr
 static SX_TARGET double SX_NAME(row_dot)(const void *av, const void *bv, ptrdiff_t n)
 {
     const SX_T *a = (const SX_T *)av, *b = (const SX_T *)bv;
+#define SX_FIRST(a, b) (a)
+#define SX_PRODUCT(a, b) ((a) * (b))
     if (b == NULL) {
-        SX_BLOCKED_SUM(n, a[i]);
+        SX_LANE_LOOP(n, a, a, SX_FIRST, SX_NO_STORE, 1);
+        return total;
     }
-    SX_BLOCKED_SUM(n, a[i] * b[i]);
+    SX_LANE_LOOP(n, a, b, SX_PRODUCT, SX_NO_STORE, 1);
+    return total;
+#undef SX_FIRST
+#undef SX_PRODUCT
 }
 
 /* softmax VJP: out = p * (g - <g, p>) */
@@ -202,27 +256,66 @@ static SX_TARGET void SX_NAME(row_log_softmax_bwd)(const void *logpv, const void
 {
     const SX_T *logp = (const SX_T *)logpv, *g = (const SX_T *)gv, grad_sum = (SX_T)grad_sum_d;
     SX_T *out = (SX_T *)outv;
-#pragma omp simd
-    for (ptrdiff_t i = 0; i < n; ++i) { out[i] = g[i] - SX_NAME(sx_exp)(logp[i]) * grad_sum; }
+#define SX_LOG_BWD(logp_i, g_i) ((g_i) - SX_NAME(sx_exp)(logp_i) * grad_sum)
+    SX_LANE_LOOP(n, logp, g, SX_LOG_BWD, SX_STORE_OUT, 0);
+    (void)total;
+#undef SX_LOG_BWD
 }
 
-#undef SX_BLOCKED_SUM
+#undef SX_STORE_OUT
+#undef SX_NO_STORE
+#undef SX_LANE_LOOP
+#undef SX_LANES
 
 /* ---- column strips: the reduced axis is strided ----------------------------
  * Element (k, j) of an operand lives at base[k * ld + j], 0 <= j < w <= SX_STRIP.
  * Per-column parameters and results are arrays of length w.  Column sums run
- * down k in double, one column per lane, in a fixed order. */
+ * down k, one column per lane, in a fixed order. */
 
+/* sum[j] = sum_k TERM(k, j) for a strip, calling STORE(k, j, v) on each term:
+ * SX_T partial sums over blocks of SX_COL_BLOCK rows, added into double.  The
+ * hot loop stays in one precision, so it vectorises at full width. */
+#define SX_COL_BLOCK 64
+#define SX_COLUMN_SUM(K, w, TERM, STORE)                                            \
+    for (ptrdiff_t j = 0; j < (w); ++j) { sum[j] = 0.0; }                           \
+    for (ptrdiff_t k0 = 0; k0 < (K); k0 += SX_COL_BLOCK) {                          \
+        const ptrdiff_t k1 = SX_MIN((K), k0 + SX_COL_BLOCK);                        \
+        SX_T partial[SX_STRIP];                                                     \
+        for (ptrdiff_t j = 0; j < (w); ++j) { partial[j] = 0; }                     \
+        for (ptrdiff_t k = k0; k < k1; ++k) {                                       \
+            _Pragma("omp simd")                                                     \
+            for (ptrdiff_t j = 0; j < (w); ++j) {                                   \
+                const SX_T v = TERM(k, j);                                          \
+                STORE(k, j, v);                                                     \
+                partial[j] += v;                                                    \
+            }                                                                       \
+        }                                                                           \
+        for (ptrdiff_t j = 0; j < (w); ++j) { sum[j] += partial[j]; }               \
+    }
+#define SX_COL_NO_STORE(k, j, v) ((void)0)
+
+/* m[j] = max_k x[k, j] (NaN ignored); also copies the strip to `copy`
+ * (leading dimension ldc) unless it is NULL, so that later sweeps can run on
+ * a contiguous, cache-resident copy. */
 static SX_TARGET void SX_NAME(col_max)(const void *xv, ptrdiff_t ldx, ptrdiff_t K, ptrdiff_t w,
-                                       void *mv)
+                                       void *mv, void *copyv, ptrdiff_t ldc)
 {
     const SX_T *x = (const SX_T *)xv;
-    SX_T *m = (SX_T *)mv;
+    SX_T *m = (SX_T *)mv, *copy = (SX_T *)copyv;
     for (ptrdiff_t j = 0; j < w; ++j) { m[j] = -(SX_T)INFINITY; }
     for (ptrdiff_t k = 0; k < K; ++k) {
         const SX_T *xk = x + k * ldx;
+        if (copy != NULL) {
+            SX_T *ck = copy + k * ldc;
 #pragma omp simd
-        for (ptrdiff_t j = 0; j < w; ++j) { m[j] = xk[j] > m[j] ? xk[j] : m[j]; }
+            for (ptrdiff_t j = 0; j < w; ++j) {
+                ck[j] = xk[j];
+                m[j] = xk[j] > m[j] ? xk[j] : m[j];
+            }
+        } else {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < w; ++j) { m[j] = xk[j] > m[j] ? xk[j] : m[j]; }
+        }
     }
 }
 
@@ -231,32 +324,28 @@ static SX_TARGET void SX_NAME(col_exp_sum)(const void *xv, ptrdiff_t ldx, void *
 {
     const SX_T *x = (const SX_T *)xv, *shift = (const SX_T *)shiftv;
     SX_T *out = (SX_T *)outv;
-    for (ptrdiff_t j = 0; j < w; ++j) { sum[j] = 0.0; }
-    for (ptrdiff_t k = 0; k < K; ++k) {
-        const SX_T *xk = x + k * ldx;
-        if (out == NULL) {
-#pragma omp simd
-            for (ptrdiff_t j = 0; j < w; ++j) { sum[j] += SX_NAME(sx_exp)(xk[j] - shift[j]); }
-        } else {
-            SX_T *ok = out + k * ldo;
-#pragma omp simd
-            for (ptrdiff_t j = 0; j < w; ++j) {
-                ok[j] = SX_NAME(sx_exp)(xk[j] - shift[j]);
-                sum[j] += ok[j];
-            }
-        }
+#define SX_EXP_TERM(k, j) SX_NAME(sx_exp)(x[(k) * ldx + (j)] - shift[j])
+#define SX_STORE_TERM(k, j, v) (out[(k) * ldo + (j)] = (v))
+    if (out == NULL) {
+        SX_COLUMN_SUM(K, w, SX_EXP_TERM, SX_COL_NO_STORE);
+    } else {
+        SX_COLUMN_SUM(K, w, SX_EXP_TERM, SX_STORE_TERM);
     }
+#undef SX_EXP_TERM
+#undef SX_STORE_TERM
 }
 
-static SX_TARGET void SX_NAME(col_scale)(void *outv, ptrdiff_t ldo, ptrdiff_t K, ptrdiff_t w,
-                                         const void *factorv)
+/* out[k, j] = src[k, j] * factor[j]; src may be out. */
+static SX_TARGET void SX_NAME(col_scale)(const void *srcv, ptrdiff_t lds, void *outv, ptrdiff_t ldo,
+                                         ptrdiff_t K, ptrdiff_t w, const void *factorv)
 {
+    const SX_T *src = (const SX_T *)srcv, *factor = (const SX_T *)factorv;
     SX_T *out = (SX_T *)outv;
-    const SX_T *factor = (const SX_T *)factorv;
     for (ptrdiff_t k = 0; k < K; ++k) {
+        const SX_T *sk = src + k * lds;
         SX_T *ok = out + k * ldo;
 #pragma omp simd
-        for (ptrdiff_t j = 0; j < w; ++j) { ok[j] *= factor[j]; }
+        for (ptrdiff_t j = 0; j < w; ++j) { ok[j] = sk[j] * factor[j]; }
     }
 }
 
@@ -280,18 +369,15 @@ static SX_TARGET void SX_NAME(col_dot)(const void *av, ptrdiff_t lda, const void
                                        ptrdiff_t K, ptrdiff_t w, double *sum)
 {
     const SX_T *a = (const SX_T *)av, *b = (const SX_T *)bv;
-    for (ptrdiff_t j = 0; j < w; ++j) { sum[j] = 0.0; }
-    for (ptrdiff_t k = 0; k < K; ++k) {
-        const SX_T *ak = a + k * lda;
-        if (b == NULL) {
-#pragma omp simd
-            for (ptrdiff_t j = 0; j < w; ++j) { sum[j] += ak[j]; }
-        } else {
-            const SX_T *bk = b + k * ldb;
-#pragma omp simd
-            for (ptrdiff_t j = 0; j < w; ++j) { sum[j] += ak[j] * bk[j]; }
-        }
+#define SX_A_TERM(k, j) a[(k) * lda + (j)]
+#define SX_AB_TERM(k, j) (a[(k) * lda + (j)] * b[(k) * ldb + (j)])
+    if (b == NULL) {
+        SX_COLUMN_SUM(K, w, SX_A_TERM, SX_COL_NO_STORE);
+    } else {
+        SX_COLUMN_SUM(K, w, SX_AB_TERM, SX_COL_NO_STORE);
     }
+#undef SX_A_TERM
+#undef SX_AB_TERM
 }
 
 static SX_TARGET void SX_NAME(col_softmax_bwd)(const void *pv, ptrdiff_t ldp, const void *gv,
@@ -322,6 +408,10 @@ static SX_TARGET void SX_NAME(col_log_softmax_bwd)(const void *logpv, ptrdiff_t 
         for (ptrdiff_t j = 0; j < w; ++j) { ok[j] = gk[j] - SX_NAME(sx_exp)(lk[j]) * grad_sum[j]; }
     }
 }
+
+#undef SX_COLUMN_SUM
+#undef SX_COL_NO_STORE
+#undef SX_COL_BLOCK
 
 static const sx_table SX_NAME(sx_table) = {
     SX_NAME(row_max),         SX_NAME(row_exp_sum),       SX_NAME(row_scale),
