@@ -184,7 +184,7 @@ def logsumexp(
         # lse's dimensions are plan.result_axes in kernel order: put them back.
         dims = plan.result_axes
         lse = lse.reshape([arr.shape[ax] for ax in dims]).transpose(np.argsort(dims))
-        result = np.ascontiguousarray(lse.reshape(reduced_shape))
+        result = lse.reshape(reduced_shape).copy()  # C order; keeps 0-d
     if keepdims:
         result = np.expand_dims(result, axis)
     return result[()]

@@ -166,11 +166,12 @@ def plan_for(a: np.ndarray, axis: int) -> Plan:
 
 
 def planned_view(a: np.ndarray, axis: int) -> tuple[np.ndarray, Plan, np.ndarray]:
-    """(array, plan, view): `a` itself when it can be viewed, else a C copy."""
+    """(array, plan, view): `a` itself when it can be viewed, else a C copy
+    (arrays with no contiguous axis, uneven strides or misaligned data)."""
     plan = plan_for(a, axis)
     view = plan.view(a)
     if view is None:
-        a = np.ascontiguousarray(a)
+        a = np.array(a, order="C")  # a fresh copy: C-contiguous and aligned
         plan = plan_for(a, axis)
         view = plan.view(a)
     assert view is not None

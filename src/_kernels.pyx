@@ -126,6 +126,14 @@ def select_isa(str name):
     return ISA_NAMES[_isa_level]
 
 
+def exp_into(const floating[::1] x, floating[::1] out):
+    """out[i] = exp(x[i]) by the kernels' polynomial exp (exposed for tests)."""
+    if x.shape[0] != out.shape[0]:
+        raise ValueError("x and out must have the same length")
+    if x.shape[0]:
+        table_for(&x[0]).row_exp_sum(&x[0], &out[0], x.shape[0], 0.0)
+
+
 cdef inline const sx_table *table_for(const floating *x) noexcept nogil:
     if floating is float:
         return sx_table_f32
@@ -408,44 +416,62 @@ cdef void tiles_kernel(int op, const floating *x, Py_ssize_t xo, Py_ssize_t xk, 
         free(scratch)
 
 
-def rows(*, int op, const floating[:, ::1] x, const floating[:, ::1] grad=None,
-         floating[:, ::1] out=None, floating[::1] lse=None, int num_threads):
-    """Run `op` over the rows of x (reduced axis last and contiguous).
+cdef check_unit_stride(name, Py_ssize_t stride, Py_ssize_t length, Py_ssize_t size):
+    # Cython's ::1 would demand full C contiguity; only the last axis needs it.
+    if length > 1 and stride != size:
+        raise ValueError(f"{name} must be contiguous along its last axis "
+                         f"(stride {stride}, itemsize {size})")
 
-    Outputs: `out` (same shape as x) for every op but LOGSUMEXP, which writes
-    `lse` (one value per row).  `grad` is the upstream gradient of the
-    backward ops, with x holding p (softmax) or log p (log_softmax).
+
+def rows(*, int op, const floating[:, :] x, const floating[:, :] grad=None,
+         floating[:, :] out=None, floating[:] lse=None, int num_threads):
+    """Run `op` over the rows of x, shaped (rows, K) with K contiguous; rows
+    may be any (multiple of the itemsize) apart.
+
+    Outputs: `out` (same shape and layout rules as x) for every op but
+    LOGSUMEXP, which writes `lse` (one value per row).  `grad` is the upstream
+    gradient of the backward ops, with x holding p (softmax) or log p
+    (log_softmax).
     """
     cdef Py_ssize_t size = sizeof(floating)
     cdef const floating *gp = NULL
     cdef floating *op_ = NULL
     cdef floating *lp = NULL
-    cdef Py_ssize_t ldg = 0, ldo = 0
+    cdef Py_ssize_t ldg = 0, ldo = 0, lse_step = 1
+    for name, view in (("x", x), ("grad", grad), ("out", out)):
+        if view is not None:
+            check_unit_stride(name, view.strides[1], view.shape[1], size)
     if grad is not None:
         gp, ldg = &grad[0, 0], grad.strides[0] // size
     if out is not None:
         op_, ldo = &out[0, 0], out.strides[0] // size
     if lse is not None:
+        check_unit_stride("lse", lse.strides[0], lse.shape[0], size)
         lp = &lse[0]
     with nogil:
         rows_kernel(op, &x[0, 0], x.strides[0] // size, gp, ldg, op_, ldo, lp,
                     x.shape[0], x.shape[1], num_threads)
 
 
-def cols(*, int op, const floating[:, :, ::1] x, const floating[:, :, ::1] grad=None,
-         floating[:, :, ::1] out=None, floating[:, ::1] lse=None, int num_threads):
+def cols(*, int op, const floating[:, :, :] x, const floating[:, :, :] grad=None,
+         floating[:, :, :] out=None, floating[:, :] lse=None, int num_threads):
     """Run `op` over axis 1 of x, shaped (outer, K, inner) with inner
-    contiguous.  Outputs and `grad` as for `rows`; `lse` is (outer, inner)."""
+    contiguous; the other axes may have any strides (multiples of the
+    itemsize).  Outputs and `grad` as for `rows`; `lse` is (outer, inner)."""
     cdef Py_ssize_t size = sizeof(floating)
     cdef const floating *gp = NULL
     cdef floating *op_ = NULL
     cdef floating *lp = NULL
     cdef Py_ssize_t go = 0, gk = 0, oo = 0, ok = 0, lo = 0
+    for name, view in (("x", x), ("grad", grad), ("out", out)):
+        if view is not None:
+            check_unit_stride(name, view.strides[2], view.shape[2], size)
     if grad is not None:
         gp, go, gk = &grad[0, 0, 0], grad.strides[0] // size, grad.strides[1] // size
     if out is not None:
         op_, oo, ok = &out[0, 0, 0], out.strides[0] // size, out.strides[1] // size
     if lse is not None:
+        check_unit_stride("lse", lse.strides[1], lse.shape[1], size)
         lp, lo = &lse[0, 0], lse.strides[0] // size
     with nogil:
         tiles_kernel(op, &x[0, 0, 0], x.strides[0] // size, x.strides[1] // size, 1,

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+import softmax_ext as sx
+from softmax_ext import _kernels
+
+# Every kernel instruction set this CPU can run (the portable one always).
+_ORDER = ["portable", "avx2", "avx512"]
+ISAS = _ORDER[: _ORDER.index(_kernels.cpu_isa()) + 1]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Run a test once per available instruction set, restoring the best after."""
+    chosen = _kernels.select_isa(request.param)
+    assert chosen == request.param
+    yield chosen
+    _kernels.select_isa(ISAS[-1])
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+def tolerances(dtype):
+    """(rtol, atol) for comparing a result in `dtype` with a float64 reference."""
+    if np.dtype(dtype) == np.float32:
+        return 4e-6, 2e-7
+    return 1e-13, 1e-15
+
+
+def assert_close(actual, expected, dtype, scale=1.0):
+    rtol, atol = tolerances(dtype)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale)
+
+
+def bits(a):
+    """The raw bytes of an array, for bitwise comparisons (NaN == NaN)."""
+    a = np.ascontiguousarray(a)
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+__all__ = ["sx", "ISAS", "assert_close", "bits", "tolerances"]

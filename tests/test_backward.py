@@ -1,0 +1,155 @@
+"""Backward passes (VJPs) against the explicit Jacobian and finite differences."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import softmax_ext as sx
+import reference as ref
+from conftest import assert_close
+from layouts import LAYOUTS, in_layout
+
+SHAPES_AXES = [((17,), 0), ((13, 40), 0), ((13, 40), -1), ((70, 5), 1), ((4, 5, 33), 1),
+               ((2, 3, 4, 37), 2), ((2, 3, 4, 37), None), ((3, 70000), -1)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape,axis", SHAPES_AXES)
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_backward_matches_reference(rng, dtype, layout, shape, axis, num_threads):
+    z = rng.standard_normal(shape) * 3
+    p = ref.softmax(z, axis).astype(dtype)
+    logp = ref.log_softmax(z, axis).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    # 70000-wide slices are too long for an explicit K x K Jacobian
+    softmax_reference = _softmax_backward_formula if max(shape) > 1000 else ref.softmax_backward
+    for func, y, reference in (
+        (sx.softmax_backward, p, softmax_reference),
+        (sx.log_softmax_backward, logp, ref.log_softmax_backward),
+    ):
+        want = reference(y, g, axis)
+        scale = np.abs(want).max()
+        got = func(in_layout(y, layout), in_layout(g, layout), axis=axis, num_threads=num_threads)
+        assert got.dtype == dtype and got.shape == shape
+        assert_close(got, want, dtype, scale=scale * 10)
+        out = np.empty(shape, dtype)
+        assert func(y, g, axis=axis, out=out, num_threads=num_threads) is out
+        assert_close(out, want, dtype, scale=scale * 10)
+
+
+def _softmax_backward_formula(p, g, axis):
+    """p * (g - sum(g p)): the Jacobian-free form, for slices too long to build J."""
+    p, g = np.asarray(p, np.float64), np.asarray(g, np.float64)
+    return p * (g - (g * p).sum(axis=axis, keepdims=True))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_every_instruction_set(isa, rng, dtype):
+    for shape, axis in [((9, 300), -1), ((300, 9), 0), ((64, 7), -1)]:
+        z = rng.standard_normal(shape)
+        p, logp = ref.softmax(z, axis), ref.log_softmax(z, axis)
+        g = rng.standard_normal(shape)
+        assert_close(sx.softmax_backward(p.astype(dtype), g.astype(dtype), axis=axis),
+                     ref.softmax_backward(p.astype(dtype), g.astype(dtype), axis), dtype, scale=10)
+        assert_close(sx.log_softmax_backward(logp.astype(dtype), g.astype(dtype), axis=axis),
+                     ref.log_softmax_backward(logp.astype(dtype), g.astype(dtype), axis), dtype, scale=10)
+
+
+def test_gradients_match_central_differences(rng):
+    """d/dz sum(g * softmax(z)) and d/dz sum(g * log_softmax(z)) by 4th-order differences."""
+    z = rng.standard_normal((3, 6))
+    g = rng.standard_normal((3, 6))
+    h = 1e-3
+    for forward, backward in ((sx.softmax, sx.softmax_backward),
+                              (sx.log_softmax, sx.log_softmax_backward)):
+        numeric = np.zeros_like(z)
+        for index in np.ndindex(z.shape):
+            def loss(delta):
+                shifted = z.copy()
+                shifted[index] += delta
+                return float((g * forward(shifted)).sum())
+            numeric[index] = (-loss(2 * h) + 8 * loss(h) - 8 * loss(-h) + loss(-2 * h)) / (12 * h)
+        analytic = backward(forward(z), g)
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_gradient_in_another_layout_than_p(rng, axis):
+    z = rng.standard_normal((30, 50))
+    p = np.asfortranarray(ref.softmax(z, axis))
+    g = rng.standard_normal((30, 50))  # C order
+    np.testing.assert_allclose(sx.softmax_backward(p, g, axis=axis),
+                               ref.softmax_backward(p, g, axis), rtol=1e-12, atol=1e-15)
+    g_strided = in_layout(g, "strided")
+    np.testing.assert_allclose(sx.softmax_backward(p, g_strided, axis=axis),
+                               ref.softmax_backward(p, g, axis), rtol=1e-12, atol=1e-15)
+
+
+def test_mixed_dtypes_promote():
+    p = np.full((2, 4), 0.25, np.float32)
+    g = np.arange(8.0).reshape(2, 4)  # float64
+    result = sx.softmax_backward(p, g)
+    assert result.dtype == np.float64
+    np.testing.assert_allclose(result, ref.softmax_backward(p, g), rtol=1e-7)
+
+
+def test_grad_aliasing_out():
+    rng = np.random.default_rng(2)
+    p = ref.softmax(rng.standard_normal((5, 9)))
+    g = rng.standard_normal((5, 9))
+    expected = ref.softmax_backward(p, g)
+    sx.softmax_backward(p, g, out=g)
+    np.testing.assert_allclose(g, expected, rtol=1e-13, atol=1e-15)
+
+
+# ---- properties ------------------------------------------------------------------
+
+logit_arrays = hnp.arrays(
+    np.float64,
+    hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=12),
+    elements=st.floats(-60, 60, allow_nan=False),
+)
+
+
+def _axes(x):
+    return st.sampled_from([None] + list(range(-x.ndim, x.ndim)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), x=logit_arrays)
+def test_property_sums_to_one_and_shift_invariant(data, x):
+    axis = data.draw(_axes(x))
+    p = sx.softmax(x, axis=axis)
+    sums = p.sum() if axis is None else p.sum(axis=axis)
+    np.testing.assert_allclose(sums, 1.0, rtol=1e-12)
+    shift = data.draw(st.floats(-100, 100))
+    shifted = sx.softmax(x + shift, axis=axis)
+    np.testing.assert_allclose(shifted, p, rtol=1e-9, atol=1e-15)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), x=logit_arrays)
+def test_property_backward_is_jacobian_transpose_product(data, x):
+    axis = data.draw(_axes(x))
+    g = data.draw(hnp.arrays(np.float64, x.shape, elements=st.floats(-5, 5)))
+    p = sx.softmax(x, axis=axis)
+    np.testing.assert_allclose(sx.softmax_backward(p, g, axis=axis),
+                               ref.softmax_backward(p, g, axis), rtol=1e-9, atol=1e-12)
+    logp = sx.log_softmax(x, axis=axis)
+    np.testing.assert_allclose(sx.log_softmax_backward(logp, g, axis=axis),
+                               ref.log_softmax_backward(logp, g, axis), rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), x=logit_arrays)
+def test_property_log_softmax_is_log_of_softmax(data, x):
+    axis = data.draw(_axes(x))
+    p = sx.softmax(x, axis=axis)
+    logp = sx.log_softmax(x, axis=axis)
+    finite = p > 1e-300
+    np.testing.assert_allclose(logp[finite], np.log(p[finite]), rtol=1e-12, atol=1e-12)
+    lse = sx.logsumexp(x, axis=axis, keepdims=True)
+    np.testing.assert_allclose(logp, x - lse, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,290 @@
+"""softmax, log_softmax and logsumexp against plain-numpy references."""
+
+import mpmath
+import numpy as np
+import pytest
+
+import softmax_ext as sx
+import reference as ref
+from conftest import assert_close, bits
+from layouts import LAYOUTS, in_layout
+
+SHAPES_AXES = [
+    ((17,), 0),
+    ((17,), None),
+    ((13, 40), 0),
+    ((13, 40), 1),
+    ((13, 40), -1),
+    ((13, 40), None),
+    ((70, 5), -1),  # short rows: transposed tiles
+    ((4, 5, 33), 0),
+    ((4, 5, 33), 1),
+    ((4, 5, 33), -1),
+    ((2, 3, 4, 37), 1),
+    ((2, 3, 4, 37), 2),
+    ((2, 3, 4, 37), -1),
+    ((2, 3, 4, 37), None),
+]
+FORWARD = [
+    (sx.softmax, ref.softmax),
+    (sx.log_softmax, ref.log_softmax),
+]
+
+
+def _values(rng, shape, dtype, scale=4.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape,axis", SHAPES_AXES)
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_forward_matches_reference(rng, dtype, layout, shape, axis, num_threads):
+    values = _values(rng, shape, dtype)
+    x = in_layout(values, layout)
+    for func, reference in FORWARD:
+        expected = reference(values, axis)
+        result = func(x, axis=axis, num_threads=num_threads)
+        assert result.dtype == dtype and result.shape == shape
+        assert_close(result, expected, dtype, scale=np.abs(expected).max())
+        out = in_layout(np.zeros(shape, dtype), "C" if layout in ("readonly", "unaligned") else layout)
+        returned = func(x, axis=axis, out=out, num_threads=num_threads)
+        assert returned is out
+        assert_close(out, expected, dtype, scale=np.abs(expected).max())
+    lse = sx.logsumexp(x, axis=axis, num_threads=num_threads)
+    expected = ref.logsumexp(values, axis)
+    assert np.shape(lse) == np.shape(expected) and lse.dtype == dtype
+    assert_close(lse, expected, dtype, scale=np.abs(expected).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 100), (5, 7), (2, 70000), (300, 70)])
+def test_every_instruction_set(isa, rng, dtype, shape):
+    values = _values(rng, shape, dtype)
+    for axis in (0, 1):
+        for func, reference in FORWARD:
+            expected = reference(values, axis)
+            assert_close(func(values, axis=axis), expected, dtype, scale=np.abs(expected).max())
+        assert_close(sx.logsumexp(values, axis=axis), ref.logsumexp(values, axis), dtype, scale=10)
+
+
+def test_out_may_be_the_input():
+    x = np.random.default_rng(0).standard_normal((6, 50))
+    expected = ref.softmax(x)
+    assert sx.softmax(x, out=x) is x
+    np.testing.assert_allclose(x, expected, rtol=1e-14)
+    y = np.random.default_rng(1).standard_normal((40, 6))
+    expected = ref.log_softmax(y, axis=0)
+    sx.log_softmax(y, axis=0, out=y)
+    np.testing.assert_allclose(y, expected, rtol=1e-13)
+
+
+def test_out_overlapping_the_input_partially():
+    base = np.random.default_rng(0).standard_normal(101)
+    x = base[:100].reshape(10, 10)
+    expected = ref.softmax(x.copy())
+    out = base[1:].reshape(10, 10)  # shifted by one element
+    sx.softmax(x, out=out)
+    np.testing.assert_allclose(out, expected, rtol=1e-14)
+
+
+def test_out_none_result_owns_memory():
+    x = np.ones((3, 4), np.float32)
+    result = sx.softmax(x)
+    assert not np.shares_memory(result, x)
+    np.testing.assert_array_equal(result, np.full((3, 4), 0.25, np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_keepdims(dtype):
+    x = np.arange(24, dtype=dtype).reshape(2, 3, 4)
+    for axis in (0, 1, 2):
+        result = sx.logsumexp(x, axis=axis, keepdims=True)
+        assert result.shape == tuple(1 if i == axis else n for i, n in enumerate(x.shape))
+        np.testing.assert_allclose(result.squeeze(axis), ref.logsumexp(x, axis), rtol=1e-6)
+    whole = sx.logsumexp(x, axis=None, keepdims=True)
+    assert whole.shape == (1, 1, 1)
+    np.testing.assert_allclose(whole.ravel()[0], ref.logsumexp(x, None), rtol=1e-6)
+
+
+def test_scalar_result_for_axis_none():
+    result = sx.logsumexp([1.0, 2.0, 3.0], axis=None)
+    assert isinstance(result, np.float64)
+    assert result == pytest.approx(np.log(np.exp(1) + np.exp(2) + np.exp(3)), rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    "x",
+    [[True, False, True], np.arange(5, dtype=np.int8), np.arange(5, dtype=np.uint64),
+     np.arange(5, dtype=np.float16)],
+    ids=["bool", "int8", "uint64", "float16"],
+)
+def test_promoted_dtypes_compute_in_float64(x):
+    result = sx.softmax(x)
+    assert result.dtype == np.float64
+    np.testing.assert_allclose(result, ref.softmax(np.asarray(x, dtype=np.float64)), rtol=1e-14)
+
+
+def test_lists_are_accepted():
+    np.testing.assert_allclose(sx.softmax([[1, 2], [3, 5]]), ref.softmax([[1, 2], [3, 5]]), rtol=1e-15)
+
+
+# ---- edge cases: what scipy.special and torch give -----------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_edge_values(dtype, axis):
+    inf, nan = np.inf, np.nan
+    rows = [
+        [1.0, 2.0, 3.0],  # ordinary
+        [1.0, nan, 3.0],  # NaN poisons its slice
+        [1.0, inf, 3.0],  # +inf: inf - inf in the shift gives NaN (torch, scipy)
+        [-inf, -inf, -inf],  # all -inf: NaN
+        [-inf, 0.0, -inf],  # -inf entries get probability 0
+        [1e30, 0.0, -1e30],  # huge magnitudes: exact one-hot
+    ]
+    x = np.array(rows, dtype=dtype)
+    if axis == 0:
+        x = np.ascontiguousarray(x.T)
+    p = sx.softmax(x, axis=axis)
+    lp = sx.log_softmax(x, axis=axis)
+    lse = sx.logsumexp(x, axis=axis)
+    if axis == 0:
+        p, lp = p.T, lp.T
+    e = np.exp([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(p[0], e / e.sum(), rtol=1e-6)
+    assert np.isnan(p[1]).all() and np.isnan(lp[1]).all() and np.isnan(lse[1])
+    assert np.isnan(p[2]).all() and np.isnan(lp[2]).all() and lse[2] == inf
+    assert np.isnan(p[3]).all() and np.isnan(lp[3]).all() and lse[3] == -inf
+    np.testing.assert_array_equal(p[4], [0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(lp[4], [-inf, 0.0, -inf])
+    assert lse[4] == 0.0
+    np.testing.assert_array_equal(p[5], [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(lp[5], [0.0, -1e30, -2e30] if dtype == np.float64 else
+                                  np.array([0.0, -1e30, -2e30], dtype))
+    assert lse[5] == dtype(1e30)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_single_class(dtype):
+    x = np.array([[3.0], [-7.5], [np.inf], [-np.inf], [np.nan]], dtype)
+    p, lp, lse = sx.softmax(x), sx.log_softmax(x), sx.logsumexp(x)
+    np.testing.assert_array_equal(p[:2], 1.0)
+    np.testing.assert_array_equal(lp[:2], 0.0)
+    assert np.isnan(p[2:]).all() and np.isnan(lp[2:]).all()
+    np.testing.assert_array_equal(lse[:2], [3.0, -7.5])
+    assert lse[2] == np.inf and lse[3] == -np.inf and np.isnan(lse[4])
+
+
+@pytest.mark.parametrize("shape,axis", [((0,), 0), ((0, 5), 1), ((5, 0), 1), ((5, 0), 0), ((2, 0, 3), None)])
+def test_empty(shape, axis):
+    x = np.zeros(shape, np.float32)
+    assert sx.softmax(x, axis=axis).shape == shape
+    assert sx.log_softmax(x, axis=axis).shape == shape
+    lse = sx.logsumexp(x, axis=axis)
+    expected = ref.logsumexp(np.zeros(shape), axis) if x.size else None
+    reduced = np.zeros(shape).sum(axis=axis).shape if axis is not None else ()
+    assert np.shape(lse) == reduced
+    if x.shape[axis if axis is not None else 0] == 0 or axis is None:
+        assert np.all(np.asarray(lse) == -np.inf)  # empty sums: log(0)
+    del expected
+
+
+def test_log_softmax_keeps_differences_of_huge_logits():
+    x = np.array([1e8, 1e8 + 1.0, 1e8 - 2.0])
+    expected = np.array([0.0, 1.0, -2.0]) - np.log(np.exp([0.0, 1.0, -2.0]).sum())
+    np.testing.assert_allclose(sx.log_softmax(x), expected, rtol=1e-12)
+
+
+def test_float32_sum_of_four_million_classes_is_one():
+    x = np.random.default_rng(3).standard_normal(4_000_000).astype(np.float32)
+    p = sx.softmax(x)
+    assert abs(p.astype(np.float64).sum() - 1.0) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_logsumexp_against_mpmath(dtype):
+    mpmath.mp.dps = 50
+    rng = np.random.default_rng(7)
+    for values in (rng.standard_normal(1000) * 30, np.array([-745.0, -700.0, -800.0]),
+                   np.array([700.0, 709.0, 1.0]), np.linspace(-50, 50, 333)):
+        x = values.astype(dtype)
+        exact = mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v))) for v in x))
+        got = sx.logsumexp(x)
+        # the sum is accumulated in double: float32 input gives the
+        # correctly-rounded float32 result or its neighbour
+        ulp = np.spacing(dtype(abs(float(exact))))
+        assert abs(float(got) - float(exact)) <= 2 * ulp
+
+
+def test_softmax_tiny_probabilities_against_mpmath():
+    mpmath.mp.dps = 50
+    x = np.array([0.0, -20.0, -700.0, -740.0, 3.0])
+    total = mpmath.fsum(mpmath.exp(mpmath.mpf(v)) for v in x)
+    expected = [float(mpmath.exp(mpmath.mpf(v)) / total) for v in x]
+    got = sx.softmax(x)
+    for g, e in zip(got, expected):
+        assert abs(g - e) <= 4 * np.spacing(e)  # relative accuracy even for subnormal-scale results
+
+
+def test_exp_accuracy_float32_within_two_ulp(isa):
+    """The kernels' float32 exp over the range softmax uses, against libm in float64."""
+    from softmax_ext import _kernels
+
+    rng = np.random.default_rng(11)
+    x = np.concatenate([
+        rng.uniform(-104.0, 88.7, 400_000),
+        rng.uniform(-1.0, 1.0, 100_000),
+        np.array([-103.9, -87.3, -1e-8, 0.0, 1e-8, 88.0, 88.72]),
+    ]).astype(np.float32)
+    out = np.empty_like(x)
+    _kernels.exp_into(x, out)
+    exact = np.exp(x.astype(np.float64))
+    # ulp of the float32 result (subnormal results have a fixed ulp of 2**-149)
+    ulp = np.spacing(exact.astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(out - exact) / ulp) <= 2.0
+
+
+def test_exp_accuracy_float64(isa):
+    from softmax_ext import _kernels
+
+    rng = np.random.default_rng(12)
+    x = np.concatenate([rng.uniform(-745.0, 709.7, 200_000), rng.uniform(-1, 1, 50_000)])
+    out = np.empty_like(x)
+    _kernels.exp_into(x, out)
+    mpmath.mp.dps = 40
+    sample = x[::997]
+    exact = np.array([float(mpmath.exp(mpmath.mpf(float(v)))) for v in sample])
+    ulp = np.spacing(exact)
+    assert np.max(np.abs(out[::997] - exact) / ulp) <= 2.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_special_values(dtype):
+    from softmax_ext import _kernels
+
+    x = np.array([-np.inf, np.inf, np.nan, -1e4, 1e4, -0.0, 0.0], dtype)
+    out = np.empty_like(x)
+    _kernels.exp_into(x, out)
+    np.testing.assert_array_equal(out[[0, 1, 3, 4, 5, 6]], [0.0, np.inf, 0.0, np.inf, 1.0, 1.0])
+    assert np.isnan(out[2])
+
+
+def test_results_are_bitwise_identical_across_threads_shapes():
+    """Also covers rows split between threads (few long rows) and short rows."""
+    rng = np.random.default_rng(5)
+    cases = [((16, 40000), -1), ((3, 100_000), -1), ((1000, 10), -1), ((300, 70), 0),
+             ((257, 129), -1), ((5, 64, 70), 1)]
+    for shape, axis in cases:
+        x = (rng.standard_normal(shape) * 3).astype(np.float32)
+        g = rng.standard_normal(shape).astype(np.float32)
+        for func in (sx.softmax, sx.log_softmax, sx.logsumexp):
+            first = bits(func(x, axis=axis, num_threads=1))
+            for n in (2, 3, 4, 8):
+                assert np.array_equal(first, bits(func(x, axis=axis, num_threads=n))), (func, shape, n)
+        p = sx.softmax(x, axis=axis)
+        for func in (sx.softmax_backward, sx.log_softmax_backward):
+            first = bits(func(p, g, axis=axis, num_threads=1))
+            for n in (2, 3, 8):
+                assert np.array_equal(first, bits(func(p, g, axis=axis, num_threads=n)))
