@@ -20,7 +20,7 @@
 #define SX_BLOCK 512
 #define SX_CHUNK 16384
 /* Columns per strip of the vertical (strided-axis) kernels. */
-#define SX_STRIP 64
+#define SX_STRIP 256
 
 #define SX_MIN(a, b) ((a) < (b) ? (a) : (b))
 
@@ -42,7 +42,7 @@ typedef struct sx_table {
     void (*col_log_normalize)(const void *x, ptrdiff_t ldx, void *out, ptrdiff_t ldo, ptrdiff_t K,
                               ptrdiff_t w, const void *shift, const void *log_sum);
     void (*col_dot)(const void *a, ptrdiff_t lda, const void *b, ptrdiff_t ldb, ptrdiff_t K,
-                    ptrdiff_t w, double *sum);
+                    ptrdiff_t w, double *sum, void *a_copy, void *b_copy, ptrdiff_t ldc);
     void (*col_softmax_bwd)(const void *p, ptrdiff_t ldp, const void *g, ptrdiff_t ldg, void *out,
                             ptrdiff_t ldo, ptrdiff_t K, ptrdiff_t w, const void *dot);
     void (*col_log_softmax_bwd)(const void *logp, ptrdiff_t ldl, const void *g, ptrdiff_t ldg,

@@ -272,17 +272,30 @@ static SX_TARGET void SX_NAME(row_log_softmax_bwd)(const void *logpv, const void
  * Per-column parameters and results are arrays of length w.  Column sums run
  * down k, one column per lane, in a fixed order. */
 
+/* Hardware prefetchers do not follow a large stride: ask for row k + SX_AHEAD
+ * of a strided operand while row k is processed. */
+#define SX_AHEAD 8
+#if defined(__GNUC__) || defined(__clang__)
+#define SX_PREFETCH_ROW(row, w)                                                     \
+    for (ptrdiff_t line = 0; line < (w); line += 64 / (ptrdiff_t)sizeof(SX_T)) {    \
+        __builtin_prefetch((row) + line);                                           \
+    }
+#else
+#define SX_PREFETCH_ROW(row, w)
+#endif
+
 /* sum[j] = sum_k TERM(k, j) for a strip, calling STORE(k, j, v) on each term:
  * SX_T partial sums over blocks of SX_COL_BLOCK rows, added into double.  The
  * hot loop stays in one precision, so it vectorises at full width. */
 #define SX_COL_BLOCK 64
-#define SX_COLUMN_SUM(K, w, TERM, STORE)                                            \
+#define SX_COLUMN_SUM(K, w, TERM, STORE, PREFETCH)                                            \
     for (ptrdiff_t j = 0; j < (w); ++j) { sum[j] = 0.0; }                           \
     for (ptrdiff_t k0 = 0; k0 < (K); k0 += SX_COL_BLOCK) {                          \
         const ptrdiff_t k1 = SX_MIN((K), k0 + SX_COL_BLOCK);                        \
         SX_T partial[SX_STRIP];                                                     \
         for (ptrdiff_t j = 0; j < (w); ++j) { partial[j] = 0; }                     \
         for (ptrdiff_t k = k0; k < k1; ++k) {                                       \
+            if (k + SX_AHEAD < (K)) { PREFETCH(k + SX_AHEAD); }                     \
             _Pragma("omp simd")                                                     \
             for (ptrdiff_t j = 0; j < (w); ++j) {                                   \
                 const SX_T v = TERM(k, j);                                          \
@@ -293,6 +306,7 @@ static SX_TARGET void SX_NAME(row_log_softmax_bwd)(const void *logpv, const void
         for (ptrdiff_t j = 0; j < (w); ++j) { sum[j] += partial[j]; }               \
     }
 #define SX_COL_NO_STORE(k, j, v) ((void)0)
+#define SX_NO_PREFETCH(k)
 
 /* m[j] = max_k x[k, j] (NaN ignored); also copies the strip to `copy`
  * (leading dimension ldc) unless it is NULL, so that later sweeps can run on
@@ -305,6 +319,7 @@ static SX_TARGET void SX_NAME(col_max)(const void *xv, ptrdiff_t ldx, ptrdiff_t 
     for (ptrdiff_t j = 0; j < w; ++j) { m[j] = -(SX_T)INFINITY; }
     for (ptrdiff_t k = 0; k < K; ++k) {
         const SX_T *xk = x + k * ldx;
+        if (k + SX_AHEAD < K) { SX_PREFETCH_ROW(xk + SX_AHEAD * ldx, w); }
         if (copy != NULL) {
             SX_T *ck = copy + k * ldc;
 #pragma omp simd
@@ -327,9 +342,9 @@ static SX_TARGET void SX_NAME(col_exp_sum)(const void *xv, ptrdiff_t ldx, void *
 #define SX_EXP_TERM(k, j) SX_NAME(sx_exp)(x[(k) * ldx + (j)] - shift[j])
 #define SX_STORE_TERM(k, j, v) (out[(k) * ldo + (j)] = (v))
     if (out == NULL) {
-        SX_COLUMN_SUM(K, w, SX_EXP_TERM, SX_COL_NO_STORE);
+        SX_COLUMN_SUM(K, w, SX_EXP_TERM, SX_COL_NO_STORE, SX_NO_PREFETCH);
     } else {
-        SX_COLUMN_SUM(K, w, SX_EXP_TERM, SX_STORE_TERM);
+        SX_COLUMN_SUM(K, w, SX_EXP_TERM, SX_STORE_TERM, SX_NO_PREFETCH);
     }
 #undef SX_EXP_TERM
 #undef SX_STORE_TERM
@@ -364,20 +379,37 @@ static SX_TARGET void SX_NAME(col_log_normalize)(const void *xv, ptrdiff_t ldx, 
     }
 }
 
-/* sum[j] = sum_k a[k, j] * b[k, j], or sum_k a[k, j] when b is NULL. */
+/* sum[j] = sum_k a[k, j] * b[k, j], or sum_k a[k, j] when b is NULL; also
+ * copies a and b (when present) to a_copy and b_copy (leading dimension ldc)
+ * unless a_copy is NULL, as col_max does. */
 static SX_TARGET void SX_NAME(col_dot)(const void *av, ptrdiff_t lda, const void *bv, ptrdiff_t ldb,
-                                       ptrdiff_t K, ptrdiff_t w, double *sum)
+                                       ptrdiff_t K, ptrdiff_t w, double *sum, void *a_copyv,
+                                       void *b_copyv, ptrdiff_t ldc)
 {
     const SX_T *a = (const SX_T *)av, *b = (const SX_T *)bv;
+    SX_T *ac = (SX_T *)a_copyv, *bc = (SX_T *)b_copyv;
 #define SX_A_TERM(k, j) a[(k) * lda + (j)]
 #define SX_AB_TERM(k, j) (a[(k) * lda + (j)] * b[(k) * ldb + (j)])
-    if (b == NULL) {
-        SX_COLUMN_SUM(K, w, SX_A_TERM, SX_COL_NO_STORE);
+#define SX_A_COPY_TERM(k, j) (ac[(k) * ldc + (j)] = a[(k) * lda + (j)])
+#define SX_AB_COPY_TERM(k, j) \
+    ((ac[(k) * ldc + (j)] = a[(k) * lda + (j)]) * (bc[(k) * ldc + (j)] = b[(k) * ldb + (j)]))
+#define SX_A_AHEAD(k) SX_PREFETCH_ROW(a + (k) * lda, w)
+#define SX_AB_AHEAD(k) SX_PREFETCH_ROW(a + (k) * lda, w) SX_PREFETCH_ROW(b + (k) * ldb, w)
+    if (b == NULL && ac == NULL) {
+        SX_COLUMN_SUM(K, w, SX_A_TERM, SX_COL_NO_STORE, SX_A_AHEAD);
+    } else if (b == NULL) {
+        SX_COLUMN_SUM(K, w, SX_A_COPY_TERM, SX_COL_NO_STORE, SX_A_AHEAD);
+    } else if (ac == NULL) {
+        SX_COLUMN_SUM(K, w, SX_AB_TERM, SX_COL_NO_STORE, SX_AB_AHEAD);
     } else {
-        SX_COLUMN_SUM(K, w, SX_AB_TERM, SX_COL_NO_STORE);
+        SX_COLUMN_SUM(K, w, SX_AB_COPY_TERM, SX_COL_NO_STORE, SX_AB_AHEAD);
     }
 #undef SX_A_TERM
 #undef SX_AB_TERM
+#undef SX_A_COPY_TERM
+#undef SX_AB_COPY_TERM
+#undef SX_A_AHEAD
+#undef SX_AB_AHEAD
 }
 
 static SX_TARGET void SX_NAME(col_softmax_bwd)(const void *pv, ptrdiff_t ldp, const void *gv,
@@ -389,6 +421,10 @@ static SX_TARGET void SX_NAME(col_softmax_bwd)(const void *pv, ptrdiff_t ldp, co
     for (ptrdiff_t k = 0; k < K; ++k) {
         const SX_T *pk = p + k * ldp, *gk = g + k * ldg;
         SX_T *ok = out + k * ldo;
+        if (k + SX_AHEAD < K) {
+            SX_PREFETCH_ROW(pk + SX_AHEAD * ldp, w);
+            SX_PREFETCH_ROW(gk + SX_AHEAD * ldg, w);
+        }
 #pragma omp simd
         for (ptrdiff_t j = 0; j < w; ++j) { ok[j] = pk[j] * (gk[j] - dot[j]); }
     }
@@ -404,12 +440,19 @@ static SX_TARGET void SX_NAME(col_log_softmax_bwd)(const void *logpv, ptrdiff_t 
     for (ptrdiff_t k = 0; k < K; ++k) {
         const SX_T *lk = logp + k * ldl, *gk = g + k * ldg;
         SX_T *ok = out + k * ldo;
+        if (k + SX_AHEAD < K) {
+            SX_PREFETCH_ROW(lk + SX_AHEAD * ldl, w);
+            SX_PREFETCH_ROW(gk + SX_AHEAD * ldg, w);
+        }
 #pragma omp simd
         for (ptrdiff_t j = 0; j < w; ++j) { ok[j] = gk[j] - SX_NAME(sx_exp)(lk[j]) * grad_sum[j]; }
     }
 }
 
 #undef SX_COLUMN_SUM
+#undef SX_NO_PREFETCH
+#undef SX_PREFETCH_ROW
+#undef SX_AHEAD
 #undef SX_COL_NO_STORE
 #undef SX_COL_BLOCK
 

@@ -1,0 +1,169 @@
+"""Benchmark softmax_ext against what users would pick instead.
+
+Times softmax, log_softmax and their backward passes against the plain numpy
+formula, scipy.special and PyTorch (each when installed) and np.copyto of the
+same array (the memory-bandwidth roofline), at 1 thread and at all threads,
+all in one process.  Prints a table of medians and ratios and writes
+bench/results/softmax_<machine>.{json,md} (and .png with matplotlib).
+
+    python bench/bench_softmax.py            # the full table (a few minutes)
+    python bench/bench_softmax.py --quick    # float32 forward+backward, fewer shapes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+import softmax_ext as sx
+from softmax_ext import _bench
+
+CASES = [
+    ((65536, 10), -1),
+    ((16384, 128), -1),
+    ((4096, 1000), -1),
+    ((512, 32000), -1),
+    ((8, 1_000_000), -1),
+    ((1000, 4096), 0),  # a non-last axis; compare with (4096, 1000) over the last
+]
+QUICK_CASES = [CASES[0], CASES[2], CASES[3], CASES[5]]
+OUT_OF_CACHE = [(512, 32000), (8, 1_000_000)]
+PEERS = ["numpy", "scipy", "torch"]
+
+
+def run(ops, dtypes, cases, thread_counts):
+    rows = []
+    header = f"{'op':<21}{'dtype':<8}{'shape':<16}{'axis':>4}{'thr':>4}  {'sx ms':>8}"
+    header += "".join(f"{'x ' + p:>9}" for p in PEERS) + f"{'copyto%':>9}"
+    print(header)
+    for threads in thread_counts:
+        _bench.set_peer_threads(threads)
+        for dtype in dtypes:
+            for op in ops:
+                for shape, axis in cases:
+                    x, g = _bench.inputs_for(op, shape, dtype, axis)
+                    calls = _bench.contenders(op, x, g, axis, threads)
+                    ms = {name: 1e3 * _bench.median_seconds(call) for name, call in calls.items()}
+                    row = {"op": op, "dtype": np.dtype(dtype).name, "shape": list(shape), "axis": axis,
+                           "threads": threads, "ms": ms}
+                    rows.append(row)
+                    line = f"{op:<21}{row['dtype']:<8}{str(shape):<16}{axis:>4}{threads:>4}  {ms['softmax_ext']:>8.3f}"
+                    for peer in PEERS:
+                        line += f"{ms[peer] / ms['softmax_ext']:>8.2f}x" if peer in ms else f"{'-':>9}"
+                    line += f"{100 * ms['copyto'] / ms['softmax_ext_out']:>8.0f}%"
+                    print(line, flush=True)
+    return rows
+
+
+def summarize(rows):
+    """The issue's targets, at the largest thread count measured."""
+    top = max(r["threads"] for r in rows)
+    at_top = [r for r in rows if r["threads"] == top]
+    summary = {"threads": top}
+    for peer in PEERS:
+        ratios = [r["ms"][peer] / r["ms"]["softmax_ext"] for r in at_top if peer in r["ms"]]
+        if ratios:
+            summary[f"min_speedup_vs_{peer}"] = min(ratios)
+            summary[f"geomean_speedup_vs_{peer}"] = math.exp(sum(map(math.log, ratios)) / len(ratios))
+    bandwidth = [r["ms"]["copyto"] / r["ms"]["softmax_ext_out"] for r in at_top
+                 if r["op"] == "softmax" and tuple(r["shape"]) in OUT_OF_CACHE]
+    if bandwidth:
+        summary["out_of_cache_softmax_fraction_of_copyto"] = min(bandwidth)
+    axis_ratios = {}
+    for r in at_top:
+        if tuple(r["shape"]) == (1000, 4096) and r["axis"] == 0:
+            for twin in at_top:
+                if (tuple(twin["shape"]) == (4096, 1000) and twin["op"] == r["op"]
+                        and twin["dtype"] == r["dtype"]):
+                    axis_ratios[f"{r['op']} {r['dtype']}"] = (
+                        r["ms"]["softmax_ext"] / twin["ms"]["softmax_ext"])
+    if axis_ratios:
+        summary["axis0_over_last_axis_time"] = axis_ratios
+    return summary
+
+
+def markdown(machine, rows, summary):
+    lines = ["# softmax_ext benchmark", "", "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()), "",
+             "Medians in one process; ratios are peer time / softmax_ext time (higher is better for us).",
+             "`copyto %`: np.copyto time / softmax_ext-with-out= time (memory-bandwidth roofline).", "",
+             "| op | dtype | shape | axis | threads | softmax_ext ms | vs numpy | vs scipy | vs torch | copyto % |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ms = r["ms"]
+        ratios = [f"{ms[p] / ms['softmax_ext']:.2f}x" if p in ms else "-" for p in PEERS]
+        lines.append(f"| {r['op']} | {r['dtype']} | {tuple(r['shape'])} | {r['axis']} | {r['threads']} | "
+                     f"{ms['softmax_ext']:.3f} | " + " | ".join(ratios)
+                     + f" | {100 * ms['copyto'] / ms['softmax_ext_out']:.0f}% |")
+    lines += ["", "## Summary at %d threads" % summary["threads"], ""]
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            lines.append(f"- {key}: " + ", ".join(f"{k} {v:.2f}" for k, v in value.items()))
+        elif key != "threads":
+            lines.append(f"- {key}: {value:.2f}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    top = max(r["threads"] for r in rows)
+    at_top = [r for r in rows if r["threads"] == top]
+    labels = [f"{r['op'].replace('_backward', ' bwd')}\n{r['dtype']} {tuple(r['shape'])} ax{r['axis']}"
+              for r in at_top]
+    fig, ax = plt.subplots(figsize=(max(8, 0.5 * len(at_top)), 5))
+    width = 0.8 / len(PEERS)
+    for i, peer in enumerate(PEERS):
+        values = [r["ms"].get(peer, np.nan) / r["ms"]["softmax_ext"] for r in at_top]
+        ax.bar(np.arange(len(at_top)) + i * width, values, width, label=f"vs {peer}")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_ylabel("speedup of softmax_ext (peer time / our time)")
+    ax.set_xticks(np.arange(len(at_top)) + width, labels, rotation=90, fontsize=6)
+    ax.set_title(f"softmax_ext speedups at {top} threads")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="float32, fewer shapes")
+    parser.add_argument("--threads", type=int, nargs="*", help="thread counts (default: 1 and all)")
+    parser.add_argument("--results", default=str(Path(__file__).parent / "results"),
+                        help="folder for the results files")
+    args = parser.parse_args(argv)
+    all_threads = sx.get_num_threads()
+    thread_counts = args.threads or sorted({1, all_threads})
+    dtypes = [np.float32] if args.quick else [np.float32, np.float64]
+    cases = QUICK_CASES if args.quick else CASES
+    ops = ["softmax", "softmax_backward"] if args.quick else list(_bench.OPS)
+    machine = _bench.machine_description()
+    print("machine:", machine)
+    rows = run(ops, dtypes, cases, thread_counts)
+    summary = summarize(rows)
+    print(json.dumps(summary, indent=2))
+    os.makedirs(args.results, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{machine['logical_cpus']}cpu-{machine['cpu']}").strip("-")
+    stem = Path(args.results) / f"softmax_{slug}{'_quick' if args.quick else ''}"
+    with open(f"{stem}.json", "w") as f:
+        json.dump({"machine": machine, "summary": summary, "rows": rows}, f, indent=1)
+    with open(f"{stem}.md", "w") as f:
+        f.write(markdown(machine, rows, summary))
+    plotted = plot(rows, f"{stem}.png")
+    print(f"wrote {stem}.json, {stem}.md" + (f", {stem}.png" if plotted else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Timing helpers and the peers softmax_ext is compared with.
+
+Used by ``python -m softmax_ext`` (a short run) and ``bench/bench_softmax.py``
+(the full table).  Peers are what a user would pick instead: the plain numpy
+formula, scipy.special and PyTorch on the CPU, each only when installed, and
+``np.copyto`` of the same array as a memory-bandwidth roofline.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import _core
+from ._config import show_config
+
+Timing = Callable[[], object]
+
+
+def median_seconds(func: Timing, min_repeats: int = 5, min_seconds: float = 0.2,
+                   max_repeats: int = 60) -> float:
+    """Median wall time of `func()` after one warm-up call."""
+    func()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_repeats and (len(times) < min_repeats or time.perf_counter() - start < min_seconds):
+        t0 = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+# ---- the plain numpy formulas a user would write --------------------------------
+
+
+def numpy_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def numpy_log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def numpy_softmax_backward(p: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
+    return p * (g - (g * p).sum(axis=axis, keepdims=True))
+
+
+def numpy_log_softmax_backward(logp: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
+    return g - np.exp(logp) * g.sum(axis=axis, keepdims=True)
+
+
+OPS = ("softmax", "softmax_backward", "log_softmax", "log_softmax_backward")
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _scipy_special():
+    try:
+        import scipy.special
+    except ImportError:
+        return None
+    return scipy.special
+
+
+def contenders(op: str, x: np.ndarray, g: np.ndarray, axis: int, threads: int) -> dict[str, Timing]:
+    """Zero-argument callables computing `op` on the same data, by implementation.
+
+    For the backward ops `x` holds the forward output (p or log p) and `g` the
+    upstream gradient.  "softmax_ext" allocates its result like every peer;
+    "softmax_ext_out" writes into a preallocated array, as "copyto" does, for
+    the bandwidth comparison.
+    """
+    out = np.empty_like(x)
+    sx_func = getattr(_core, op)
+    numpy_func = globals()["numpy_" + op]
+    if op.endswith("_backward"):
+        calls: dict[str, Timing] = {
+            "softmax_ext": lambda: sx_func(x, g, axis=axis, num_threads=threads),
+            "softmax_ext_out": lambda: sx_func(x, g, axis=axis, out=out, num_threads=threads),
+            "numpy": lambda: numpy_func(x, g, axis),
+        }
+    else:
+        calls = {
+            "softmax_ext": lambda: sx_func(x, axis=axis, num_threads=threads),
+            "softmax_ext_out": lambda: sx_func(x, axis=axis, out=out, num_threads=threads),
+            "numpy": lambda: numpy_func(x, axis),
+        }
+        special = _scipy_special()
+        if special is not None:
+            scipy_func = getattr(special, op)
+            calls["scipy"] = lambda: scipy_func(x, axis=axis)
+    torch = _torch()
+    if torch is not None:
+        tx, tg = torch.from_numpy(x), torch.from_numpy(g)
+        torch_calls = {
+            "softmax": lambda: torch.softmax(tx, dim=axis),
+            "log_softmax": lambda: torch.log_softmax(tx, dim=axis),
+            "softmax_backward": lambda: torch._softmax_backward_data(tg, tx, axis, tx.dtype),
+            "log_softmax_backward": lambda: torch._log_softmax_backward_data(tg, tx, axis, tx.dtype),
+        }
+        calls["torch"] = torch_calls[op]
+    calls["copyto"] = lambda: np.copyto(out, x)
+    return calls
+
+
+def set_peer_threads(threads: int) -> None:
+    torch = _torch()
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def inputs_for(op: str, shape: tuple[int, ...], dtype, axis: int, seed: int = 0):
+    """(x, g) for `op`: logits, or for a backward op the forward output and a gradient."""
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal(shape) * 3).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    if op == "softmax_backward":
+        return _core.softmax(logits, axis=axis), g
+    if op == "log_softmax_backward":
+        return _core.log_softmax(logits, axis=axis), g
+    return logits, g
+
+
+def machine_description() -> dict[str, object]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = show_config(print_=False)
+    torch = _torch()
+    try:
+        import scipy
+
+        scipy_version: Optional[str] = scipy.__version__
+    except ImportError:
+        scipy_version = None
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "system": f"{platform.system()} {platform.release()}",
+        "softmax_ext": info["version"],
+        "simd": info["simd"],
+        "openmp": info["openmp"],
+        "numpy": np.__version__,
+        "scipy": scipy_version,
+        "torch": torch.__version__ if torch is not None else None,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def speedup(base: Optional[float], ours: float) -> Optional[float]:
+    return None if base is None else base / ours
