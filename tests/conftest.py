@@ -42,3 +42,7 @@ def bits(a):
 
 
 __all__ = ["sx", "ISAS", "assert_close", "bits", "tolerances"]
+
+
+def pytest_report_header(config):
+    return f"softmax_ext {sx.__version__} from {sx.__file__}; kernels {ISAS[-1]}"
