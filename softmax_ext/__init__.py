@@ -12,6 +12,13 @@ import os as _os
 from . import _kernels
 from ._config import show_config
 from ._core import log_softmax, log_softmax_backward, logsumexp, softmax, softmax_backward
+from ._gradients import (
+    cross_entropy,
+    linear_cross_entropy,
+    softmax_jacobian,
+    softmax_weight_jacobian,
+    weight_grad,
+)
 from ._threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
@@ -27,6 +34,11 @@ __all__ = [
     "logsumexp",
     "softmax_backward",
     "log_softmax_backward",
+    "softmax_jacobian",
+    "softmax_weight_jacobian",
+    "cross_entropy",
+    "weight_grad",
+    "linear_cross_entropy",
     "get_num_threads",
     "set_num_threads",
     "show_config",

@@ -46,11 +46,15 @@ cdef extern from "row_kernels.h":
         void (*row_scale)(void *out, Py_ssize_t n, double factor) noexcept nogil
         void (*row_log_normalize)(const void *x, void *out, Py_ssize_t n, double shift,
                                   double log_sum) noexcept nogil
-        double (*row_dot)(const void *a, const void *b, Py_ssize_t n) noexcept nogil
+        double (*row_dot)(const void *a, const void *b, const void *c, Py_ssize_t n,
+                          double shift) noexcept nogil
         void (*row_softmax_bwd)(const void *p, const void *g, void *out, Py_ssize_t n,
                                 double dot) noexcept nogil
         void (*row_log_softmax_bwd)(const void *logp, const void *g, void *out, Py_ssize_t n,
                                     double grad_sum) noexcept nogil
+        void (*row_xent_grad)(const void *z, const void *u, const void *v, void *out,
+                              Py_ssize_t n, double shift, double log_sum, double alpha,
+                              double beta, double gamma) noexcept nogil
         void (*col_max)(const void *x, Py_ssize_t ldx, Py_ssize_t K, Py_ssize_t w,
                         void *m, void *copy, Py_ssize_t ldc) noexcept nogil
         void (*col_exp_sum)(const void *x, Py_ssize_t ldx, void *out, Py_ssize_t ldo,
@@ -165,7 +169,7 @@ cdef inline void forward_finish(const sx_table *t, int op, const floating *x, fl
 cdef inline double backward_reduce(const sx_table *t, int op, const floating *y,
                                    const floating *g, Py_ssize_t n) noexcept nogil:
     # softmax: <g, p>;  log_softmax: sum(g)
-    return t.row_dot(g, y if op == SOFTMAX_BACKWARD else NULL, n)
+    return t.row_dot(g, y if op == SOFTMAX_BACKWARD else NULL, NULL, n, 0.0)
 
 
 cdef inline void backward_finish(const sx_table *t, int op, const floating *y, const floating *g,
@@ -486,3 +490,136 @@ def cols(*, int op, const floating[:, :, :] x, const floating[:, :, :] grad=None
         tiles_kernel(op, &x[0, 0, 0], x.strides[0] // size, x.strides[1] // size, 1,
                      gp, go, gk, 1, op_, oo, ok, 1, lp, lo, 1,
                      x.shape[0], x.shape[1], x.shape[2], num_threads)
+
+
+# ---- cross-entropy ---------------------------------------------------------------
+#
+# Per row, with m = max z, S = sum exp(z - m), log p_k = (z_k - m) - log S and
+# target coefficients c_k (class weight w_k, label smoothing e, K classes):
+#   index target y:        c_k = (1 - e) w_y [k == y] + e/K w_k
+#   probability target t:  c_k = ((1 - e) t_k + e/K) w_k
+#   loss = -sum_k c_k log p_k = C log S - sum_k c_k (z_k - m),   C = sum_k c_k
+#   dloss/dz_i = C p_i - c_i
+# Rows read: max, sum of exps, the dot products the loss needs, and the
+# gradient sweep (which may overwrite the logits in place).  Per-row losses go
+# to a float64 array that the caller sums in a fixed order, so the total does
+# not depend on the thread count.
+
+cdef void xent_row(const sx_table *t, const floating *z, Py_ssize_t K, Py_ssize_t target,
+                   const floating *probs, const floating *weight, double weight_sum,
+                   double smoothing, double grad_scale, double *loss,
+                   floating *grad) noexcept nogil:
+    cdef double m = t.row_max(z, K)
+    cdef double log_sum = log(t.row_exp_sum(z, NULL, K, m))
+    cdef double share = smoothing / K          # e/K
+    cdef double total_c, shifted_dot, w_y = 1.0
+    if probs == NULL:
+        if weight != NULL:
+            w_y = weight[target]
+        total_c = (1.0 - smoothing) * w_y + share * weight_sum
+        shifted_dot = (1.0 - smoothing) * w_y * (z[target] - m)
+        if smoothing != 0.0:
+            shifted_dot += share * t.row_dot(z, weight, NULL, K, m)
+    else:
+        total_c = (1.0 - smoothing) * t.row_dot(probs, weight, NULL, K, 0.0) + share * weight_sum
+        shifted_dot = (1.0 - smoothing) * t.row_dot(z, probs, weight, K, m)
+        if smoothing != 0.0:
+            shifted_dot += share * t.row_dot(z, weight, NULL, K, m)
+    loss[0] = total_c * log_sum - shifted_dot
+    if grad != NULL:
+        # reads z before writing the same element: grad may be z itself
+        t.row_xent_grad(z, probs, weight, grad, K, m, log_sum, grad_scale * total_c,
+                        grad_scale * (1.0 - smoothing), grad_scale * share)
+        if probs == NULL:
+            grad[target] -= <floating>(grad_scale * (1.0 - smoothing) * w_y)
+
+
+def cross_entropy(*, const floating[:, :] logits, const Py_ssize_t[::1] target=None,
+                  const floating[:, :] probs=None, const floating[::1] weight=None,
+                  Py_ssize_t ignore_index=-100, double smoothing=0.0, double grad_scale=1.0,
+                  double[::1] loss, floating[:, :] grad=None, int num_threads):
+    """Per-row cross-entropy of logits (N, K) into `loss` (N,), and its
+    gradient times `grad_scale` into `grad` (which may be `logits` itself).
+
+    Targets are class indices `target` (rows equal to `ignore_index` get loss
+    0 and gradient 0) or class probabilities `probs` (N, K).  The caller has
+    checked every index is in [0, K) or ignore_index.
+    """
+    cdef Py_ssize_t size = sizeof(floating)
+    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], r, k, y
+    cdef Py_ssize_t ldg = 0, ldp = 0
+    cdef const floating *z0
+    cdef const floating *p0 = NULL
+    cdef const floating *w0 = NULL
+    cdef floating *g0 = NULL
+    cdef const Py_ssize_t *y0 = NULL
+    cdef double weight_sum = K
+    cdef const sx_table *t
+    if (target is None) == (probs is None):
+        raise ValueError("give exactly one of target and probs")
+    for name, view in (("logits", logits), ("probs", probs), ("grad", grad)):
+        if view is not None:
+            check_unit_stride(name, view.strides[1], view.shape[1], size)
+    if N == 0 or K == 0:
+        return
+    z0 = &logits[0, 0]
+    t = table_for(z0)
+    if weight is not None:
+        w0 = &weight[0]
+        weight_sum = 0.0
+        for k in range(K):
+            weight_sum += weight[k]
+    if probs is not None:
+        p0, ldp = &probs[0, 0], probs.strides[0] // size
+    else:
+        y0 = &target[0]
+    if grad is not None:
+        g0, ldg = &grad[0, 0], grad.strides[0] // size
+    cdef Py_ssize_t ldz = logits.strides[0] // size
+    with nogil:
+        for r in prange(N, schedule="static", num_threads=num_threads):
+            y = y0[r] if y0 != NULL else 0
+            if y0 != NULL and y == ignore_index:
+                loss[r] = 0.0
+                if g0 != NULL:
+                    for k in range(K):
+                        g0[r * ldg + k] = 0
+            else:
+                xent_row(t, z0 + r * ldz, K, y, at(p0, r * ldp), w0, weight_sum, smoothing,
+                         grad_scale, &loss[r], <floating *>at(g0, r * ldg))
+
+
+# ---- Jacobians -------------------------------------------------------------------
+
+def softmax_jacobian(*, const floating[:, ::1] p, floating[:, :, ::1] out, int num_threads):
+    """out[n, j, i] = p[n, j] * (delta_ij - p[n, i]) for each row of p."""
+    cdef Py_ssize_t N = p.shape[0], K = p.shape[1], n, j, i
+    cdef floating pj
+    if out.shape[0] != N or out.shape[1] != K or out.shape[2] != K:
+        raise ValueError("out must have shape (N, K, K)")
+    with nogil:
+        for n in prange(N, schedule="static", num_threads=num_threads):
+            for j in range(K):
+                pj = p[n, j]
+                for i in range(K):
+                    out[n, j, i] = -pj * p[n, i]
+                out[n, j, j] = pj * (1 - pj)
+
+
+def softmax_weight_jacobian(*, const floating[:, ::1] p, const floating[:, ::1] x,
+                            floating[:, :, :, ::1] out, int num_threads):
+    """out[n, j, i, :] = p[n, j] * (delta_ij - p[n, i]) * x[n, :]: d sigma_j / d w_i
+    for logits z = x W^T + b, one (K, K, D) block per row."""
+    cdef Py_ssize_t N = p.shape[0], K = p.shape[1], D = x.shape[1], item, n, j, i, d
+    cdef floating coefficient
+    if x.shape[0] != N or out.shape[0] != N or out.shape[1] != K or out.shape[2] != K \
+            or out.shape[3] != D:
+        raise ValueError("shapes must be p (N, K), x (N, D), out (N, K, K, D)")
+    with nogil:
+        for item in prange(N * K, schedule="static", num_threads=num_threads):
+            n = item // K
+            j = item % K
+            for i in range(K):
+                coefficient = p[n, j] * ((1 if i == j else 0) - p[n, i])
+                for d in range(D):
+                    out[n, j, i, d] = coefficient * x[n, d]

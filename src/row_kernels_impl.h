@@ -120,8 +120,8 @@ static inline __attribute__((always_inline)) SX_TARGET SX_T SX_NAME(sx_exp)(SX_T
 /* SX_LANES values per group: one 64-byte AVX-512 vector, two AVX2 vectors. */
 #define SX_LANES ((ptrdiff_t)(64 / sizeof(SX_T)))
 
-/* Runs v = EXPR(A[i], B[i]) over i in [0, n) in groups of SX_LANES, calling
- * STORE(i, v) for each value (B may repeat A when EXPR needs one operand).
+/* Runs v = EXPR(A[i], B[i], C[i]) over i in [0, n) in groups of SX_LANES,
+ * calling STORE(i, v) for each value (an operand EXPR ignores may repeat A).
  * The last, partial group of a row goes through the same vector code on
  * zero-padded copies of its operands, with the extra lanes masked to 0, so
  * short rows never fall into a scalar loop of polynomial exps.  With SUM
@@ -129,7 +129,7 @@ static inline __attribute__((always_inline)) SX_TARGET SX_T SX_NAME(sx_exp)(SX_T
  * top: one accumulator per lane within a block, lanes added as a tree,
  * blocks and chunks in double.  The lane arithmetic is the same on every
  * instruction set. */
-#define SX_LANE_LOOP(n, A, B, EXPR, STORE, SUM)                                      \
+#define SX_LANE_LOOP(n, A, B, C, EXPR, STORE, SUM)                                   \
     double total = 0.0;                                                             \
     for (ptrdiff_t chunk = 0; chunk < (n); chunk += SX_CHUNK) {                     \
         const ptrdiff_t chunk_end = SX_MIN((n), chunk + SX_CHUNK);                  \
@@ -142,23 +142,25 @@ static inline __attribute__((always_inline)) SX_TARGET SX_T SX_NAME(sx_exp)(SX_T
             for (; i + SX_LANES <= block_end; i += SX_LANES) {                      \
                 _Pragma("omp simd")                                                 \
                 for (ptrdiff_t j = 0; j < SX_LANES; ++j) {                          \
-                    const SX_T v = EXPR((A)[i + j], (B)[i + j]);                    \
-                    STORE(i + j, v);                                                \
-                    if (SUM) { acc[j] += v; }                                       \
+                    const SX_T sx_value = EXPR((A)[i + j], (B)[i + j], (C)[i + j]); \
+                    STORE(i + j, sx_value);                                         \
+                    if (SUM) { acc[j] += sx_value; }                                \
                 }                                                                   \
             }                                                                       \
             if (i < block_end) {                                                    \
                 const ptrdiff_t rem = block_end - i;                                \
-                SX_T pad_a[SX_LANES], pad_b[SX_LANES], tail[SX_LANES];              \
-                (void)pad_b; /* unused when EXPR reads one operand */              \
+                SX_T pad_a[SX_LANES], pad_b[SX_LANES], pad_c[SX_LANES], tail[SX_LANES]; \
                 for (ptrdiff_t j = 0; j < SX_LANES; ++j) {                          \
                     pad_a[j] = j < rem ? (A)[i + j] : 0;                            \
                     pad_b[j] = j < rem ? (B)[i + j] : 0;                            \
+                    pad_c[j] = j < rem ? (C)[i + j] : 0;                            \
                 }                                                                   \
+                (void)pad_b; /* unused when EXPR reads fewer operands */            \
+                (void)pad_c;                                                        \
                 _Pragma("omp simd")                                                 \
                 for (ptrdiff_t j = 0; j < SX_LANES; ++j) {                          \
-                    const SX_T v = EXPR(pad_a[j], pad_b[j]);                        \
-                    tail[j] = j < rem ? v : 0;                                      \
+                    const SX_T sx_value = EXPR(pad_a[j], pad_b[j], pad_c[j]);       \
+                    tail[j] = j < rem ? sx_value : 0;                               \
                     if (SUM) { acc[j] += tail[j]; }                                 \
                 }                                                                   \
                 for (ptrdiff_t j = 0; j < rem; ++j) { STORE(i + j, tail[j]); }      \
@@ -195,13 +197,13 @@ static SX_TARGET double SX_NAME(row_exp_sum)(const void *xv, void *outv, ptrdiff
 {
     const SX_T *x = (const SX_T *)xv, shift = (SX_T)shift_d;
     SX_T *out = (SX_T *)outv;
-#define SX_SHIFTED_EXP(a, b) SX_NAME(sx_exp)((a) - shift)
+#define SX_SHIFTED_EXP(a, b, c) SX_NAME(sx_exp)((a) - shift)
 #define SX_STORE_OUT(i, v) (out[i] = (v))
     if (out == NULL) {
-        SX_LANE_LOOP(n, x, x, SX_SHIFTED_EXP, SX_NO_STORE, 1);
+        SX_LANE_LOOP(n, x, x, x, SX_SHIFTED_EXP, SX_NO_STORE, 1);
         return total;
     }
-    SX_LANE_LOOP(n, x, x, SX_SHIFTED_EXP, SX_STORE_OUT, 1);
+    SX_LANE_LOOP(n, x, x, x, SX_SHIFTED_EXP, SX_STORE_OUT, 1);
     return total;
 #undef SX_SHIFTED_EXP
 }
@@ -224,20 +226,30 @@ static SX_TARGET void SX_NAME(row_log_normalize)(const void *xv, void *outv, ptr
     for (ptrdiff_t i = 0; i < n; ++i) { out[i] = (x[i] - shift) - log_sum; }
 }
 
-/* sum_i a_i * b_i, or sum_i a_i when b is NULL. */
-static SX_TARGET double SX_NAME(row_dot)(const void *av, const void *bv, ptrdiff_t n)
+/* sum_i (a_i - shift) * b_i * c_i, a NULL b or c counting as ones.  The shift
+ * comes off before the products, so that huge logits keep their digits. */
+static SX_TARGET double SX_NAME(row_dot)(const void *av, const void *bv, const void *cv, ptrdiff_t n,
+                                         double shift_d)
 {
-    const SX_T *a = (const SX_T *)av, *b = (const SX_T *)bv;
-#define SX_FIRST(a, b) (a)
-#define SX_PRODUCT(a, b) ((a) * (b))
-    if (b == NULL) {
-        SX_LANE_LOOP(n, a, a, SX_FIRST, SX_NO_STORE, 1);
+    const SX_T *a = (const SX_T *)av, *b = (const SX_T *)bv, *c = (const SX_T *)cv;
+    const SX_T shift = (SX_T)shift_d;
+#define SX_A(a, b, c) ((a) - shift)
+#define SX_AB(a, b, c) (((a) - shift) * (b))
+#define SX_ABC(a, b, c) (((a) - shift) * (b) * (c))
+    if (b == NULL && c == NULL) {
+        SX_LANE_LOOP(n, a, a, a, SX_A, SX_NO_STORE, 1);
         return total;
     }
-    SX_LANE_LOOP(n, a, b, SX_PRODUCT, SX_NO_STORE, 1);
+    if (b == NULL || c == NULL) {
+        const SX_T *other = b == NULL ? c : b;
+        SX_LANE_LOOP(n, a, other, a, SX_AB, SX_NO_STORE, 1);
+        return total;
+    }
+    SX_LANE_LOOP(n, a, b, c, SX_ABC, SX_NO_STORE, 1);
     return total;
-#undef SX_FIRST
-#undef SX_PRODUCT
+#undef SX_A
+#undef SX_AB
+#undef SX_ABC
 }
 
 /* softmax VJP: out = p * (g - <g, p>) */
@@ -256,10 +268,48 @@ static SX_TARGET void SX_NAME(row_log_softmax_bwd)(const void *logpv, const void
 {
     const SX_T *logp = (const SX_T *)logpv, *g = (const SX_T *)gv, grad_sum = (SX_T)grad_sum_d;
     SX_T *out = (SX_T *)outv;
-#define SX_LOG_BWD(logp_i, g_i) ((g_i) - SX_NAME(sx_exp)(logp_i) * grad_sum)
-    SX_LANE_LOOP(n, logp, g, SX_LOG_BWD, SX_STORE_OUT, 0);
+#define SX_LOG_BWD(logp_i, g_i, unused) ((g_i) - SX_NAME(sx_exp)(logp_i) * grad_sum)
+    SX_LANE_LOOP(n, logp, g, g, SX_LOG_BWD, SX_STORE_OUT, 0);
     (void)total;
 #undef SX_LOG_BWD
+}
+
+/* Cross-entropy gradient of one row:
+ *   out_i = alpha * exp((z_i - shift) - log_sum) - (beta * u_i + gamma) * v_i
+ * with a NULL u counting as zeros and a NULL v as ones: alpha * softmax(z)
+ * minus the (scaled) target coefficients c_i = (beta u_i + gamma) v_i. */
+static SX_TARGET void SX_NAME(row_xent_grad)(const void *zv, const void *uv, const void *vv,
+                                             void *outv, ptrdiff_t n, double shift_d,
+                                             double log_sum_d, double alpha_d, double beta_d,
+                                             double gamma_d)
+{
+    const SX_T *z = (const SX_T *)zv, *u = (const SX_T *)uv, *v = (const SX_T *)vv;
+    const SX_T shift = (SX_T)shift_d, log_sum = (SX_T)log_sum_d, alpha = (SX_T)alpha_d;
+    const SX_T beta = (SX_T)beta_d, gamma = (SX_T)gamma_d;
+    SX_T *out = (SX_T *)outv;
+#define SX_P(z) (alpha * SX_NAME(sx_exp)(((z) - shift) - log_sum))
+#define SX_GRAD(z, u, v) (SX_P(z) - (beta * (u) + gamma) * (v))
+#define SX_GRAD_NO_U(z, unused, v) (SX_P(z) - gamma * (v))
+#define SX_GRAD_NO_V(z, u, unused) (SX_P(z) - (beta * (u) + gamma))
+#define SX_GRAD_NONE(z, u, v) (SX_P(z) - gamma)
+    if (u != NULL && v != NULL) {
+        SX_LANE_LOOP(n, z, u, v, SX_GRAD, SX_STORE_OUT, 0);
+        (void)total;
+    } else if (v != NULL) {
+        SX_LANE_LOOP(n, z, v, v, SX_GRAD_NO_U, SX_STORE_OUT, 0);
+        (void)total;
+    } else if (u != NULL) {
+        SX_LANE_LOOP(n, z, u, u, SX_GRAD_NO_V, SX_STORE_OUT, 0);
+        (void)total;
+    } else {
+        SX_LANE_LOOP(n, z, z, z, SX_GRAD_NONE, SX_STORE_OUT, 0);
+        (void)total;
+    }
+#undef SX_P
+#undef SX_GRAD
+#undef SX_GRAD_NO_U
+#undef SX_GRAD_NO_V
+#undef SX_GRAD_NONE
 }
 
 #undef SX_STORE_OUT
@@ -459,7 +509,7 @@ static SX_TARGET void SX_NAME(col_log_softmax_bwd)(const void *logpv, ptrdiff_t 
 static const sx_table SX_NAME(sx_table) = {
     SX_NAME(row_max),         SX_NAME(row_exp_sum),       SX_NAME(row_scale),
     SX_NAME(row_log_normalize), SX_NAME(row_dot),
-    SX_NAME(row_softmax_bwd), SX_NAME(row_log_softmax_bwd),
+    SX_NAME(row_softmax_bwd), SX_NAME(row_log_softmax_bwd), SX_NAME(row_xent_grad),
     SX_NAME(col_max),         SX_NAME(col_exp_sum),       SX_NAME(col_scale),
     SX_NAME(col_log_normalize), SX_NAME(col_dot),
     SX_NAME(col_softmax_bwd), SX_NAME(col_log_softmax_bwd),

@@ -1,0 +1,409 @@
+"""Gradients through softmax: Jacobians, cross-entropy and the fused linear layer.
+
+For logits z = x W^T + b (x: (N, D), W: (K, D) with row w_i for class i, as in
+torch.nn.Linear, b: (K,)) and sigma = softmax(z):
+
+    d sigma_j / d z_i = sigma_j (delta_ij - sigma_i)
+    d sigma_j / d w_i = sigma_j (delta_ij - sigma_i) x
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from . import _kernels
+from ._core import softmax
+from ._layout import as_float_array, normalize_axis
+from ._threads import resolve_num_threads
+
+REDUCTIONS = ("mean", "sum", "none")
+# Logits held at once by linear_cross_entropy when chunk_size is None: large
+# enough for efficient GEMMs (hundreds of rows), small next to typical
+# weights, and the only sizeable memory it adds beyond x, W and the gradients.
+CHUNK_BYTES = 32 * 2**20
+# dW is accumulated in blocks of classes through a temporary of at most this
+# size (numpy's matmul cannot accumulate into its output).
+DW_BLOCK_BYTES = 4 * 2**20
+
+Loss = Union[np.floating, np.ndarray]
+
+
+def softmax_jacobian(x: ArrayLike, axis: Optional[int] = -1) -> np.ndarray:
+    r"""The softmax Jacobian of every slice along `axis`.
+
+    .. math:: J_{ji} = \frac{\partial p_j}{\partial z_i} = p_j (\delta_{ij} - p_i),
+              \quad p = \mathrm{softmax}(z)
+
+    Parameters
+    ----------
+    x : array_like
+        Logits; dtypes as in `softmax`.
+    axis : int, optional
+        The class axis (default -1).
+
+    Returns
+    -------
+    ndarray
+        Shape ``(..., K, K)``: the other axes of `x` in order, then ``J[j, i]``.
+    """
+    z = as_float_array(x, "x")
+    if z.ndim == 0:
+        raise ValueError("x must have at least one dimension")
+    axis = normalize_axis(axis, z.ndim)
+    p = np.ascontiguousarray(np.moveaxis(softmax(z, axis=axis), axis, -1))
+    K = p.shape[-1]
+    rows = p.reshape(-1, K)
+    out = np.empty((rows.shape[0], K, K), dtype=z.dtype)
+    if out.size:
+        _kernels.softmax_jacobian(p=rows, out=out, num_threads=resolve_num_threads(None, out.size))
+    return out.reshape(p.shape[:-1] + (K, K))
+
+
+def _linear_inputs(x: ArrayLike, W: ArrayLike, b: Optional[ArrayLike]):
+    """x (N, D), W (K, D) and b (K,) or None, in one float dtype; 1-D x is one row."""
+    x_arr, W_arr = as_float_array(x, "x"), as_float_array(W, "W")
+    b_arr = None if b is None else as_float_array(b, "b")
+    dtype = np.result_type(x_arr, W_arr, *(() if b_arr is None else (b_arr,)))
+    if x_arr.ndim not in (1, 2):
+        raise ValueError(f"x must have shape (N, D) or (D,), got {x_arr.shape}")
+    if W_arr.ndim != 2:
+        raise ValueError(f"W must have shape (K, D), got {W_arr.shape}")
+    if x_arr.shape[-1] != W_arr.shape[1]:
+        raise ValueError(f"x has D={x_arr.shape[-1]} features but W has D={W_arr.shape[1]}")
+    if b_arr is not None and b_arr.shape != (W_arr.shape[0],):
+        raise ValueError(f"b must have shape ({W_arr.shape[0]},), got {b_arr.shape}")
+    cast = lambda a: None if a is None else a.astype(dtype, copy=False)  # noqa: E731
+    return cast(x_arr), cast(W_arr), cast(b_arr)
+
+
+def softmax_weight_jacobian(x: ArrayLike, W: ArrayLike, b: Optional[ArrayLike] = None) -> np.ndarray:
+    r"""Derivative of the probabilities with respect to the weights.
+
+    For logits :math:`z = x W^T + b` and :math:`\sigma = \mathrm{softmax}(z)`,
+
+    .. math:: \frac{\partial \sigma_j}{\partial w_i} = \sigma_j (\delta_{ij} - \sigma_i)\, x
+
+    by the chain rule through :math:`\partial z_k / \partial w_i = \delta_{ki} x`.
+
+    Parameters
+    ----------
+    x : array_like
+        Inputs, shape (N, D), or (D,) for one sample.
+    W : array_like
+        Weights, shape (K, D): row ``W[i]`` produces logit i.
+    b : array_like, optional
+        Bias, shape (K,).
+
+    Returns
+    -------
+    ndarray
+        ``out[n, j, i, :]`` = d sigma_j / d w_i for sample n, shape (N, K, K, D);
+        (K, K, D) for 1-D `x`. Memory grows as N K^2 D: for training use
+        `cross_entropy` / `weight_grad`, which never form it.
+    """
+    x_arr, W_arr, b_arr = _linear_inputs(x, W, b)
+    rows = np.ascontiguousarray(np.atleast_2d(x_arr))
+    logits = rows @ W_arr.T
+    if b_arr is not None:
+        logits += b_arr
+    p = np.ascontiguousarray(softmax(logits, axis=-1))
+    N, K, D = rows.shape[0], W_arr.shape[0], W_arr.shape[1]
+    out = np.empty((N, K, K, D), dtype=rows.dtype)
+    if out.size:
+        _kernels.softmax_weight_jacobian(p=p, x=rows, out=out,
+                                         num_threads=resolve_num_threads(None, out.size))
+    return out[0] if x_arr.ndim == 1 else out
+
+
+def weight_grad(x: ArrayLike, dlogits: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    r"""Gradients of the weights and bias of z = x W^T + b from dL/dz.
+
+    .. math:: \frac{\partial L}{\partial W} = \delta^T x, \qquad
+              \frac{\partial L}{\partial b} = \sum_n \delta_n, \qquad \delta = \partial L / \partial z
+
+    Parameters
+    ----------
+    x : array_like
+        Inputs, shape (N, D) (or (D,) for one sample).
+    dlogits : array_like
+        dL/dz, shape (N, K) (or (K,)).
+
+    Returns
+    -------
+    dW : ndarray
+        Shape (K, D).
+    db : ndarray
+        Shape (K,).
+    """
+    x_arr, d_arr = as_float_array(x, "x"), as_float_array(dlogits, "dlogits")
+    dtype = np.result_type(x_arr, d_arr)
+    x2, d2 = np.atleast_2d(x_arr).astype(dtype, copy=False), np.atleast_2d(d_arr).astype(dtype, copy=False)
+    if x2.ndim != 2 or d2.ndim != 2 or x2.shape[0] != d2.shape[0] or x_arr.ndim != d_arr.ndim:
+        raise ValueError(f"x (N, D) and dlogits (N, K) must have the same N, got {x_arr.shape} and {d_arr.shape}")
+    return d2.T @ x2, d2.sum(axis=0)
+
+
+# ---- cross-entropy -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Targets:
+    index: Optional[np.ndarray]  # class indices (N,) as intp, or None
+    probs: Optional[np.ndarray]  # class probabilities (N, K), or None
+    denominator: float  # what reduction="mean" divides by
+
+
+def _check_options(label_smoothing: float, reduction: str) -> float:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    try:
+        smoothing = float(label_smoothing)
+    except (TypeError, ValueError):
+        raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}") from None
+    if not 0.0 <= smoothing <= 1.0:  # also rejects NaN
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    return smoothing
+
+
+def _class_weight(weight: Optional[ArrayLike], K: int, dtype: np.dtype) -> Optional[np.ndarray]:
+    if weight is None:
+        return None
+    w = as_float_array(weight, "weight")
+    if w.shape != (K,):
+        raise ValueError(f"weight must have shape ({K},) (one per class), got {w.shape}")
+    return np.ascontiguousarray(w, dtype=dtype)
+
+
+def _targets(target: ArrayLike, N: int, K: int, dtype: np.dtype, weight: Optional[np.ndarray],
+             ignore_index: int) -> _Targets:
+    t = np.asarray(target)
+    if t.dtype.kind in "iu":
+        if t.shape != (N,):
+            raise ValueError(f"class-index target must have shape ({N},), got {t.shape}")
+        kept = t != ignore_index
+        outside = kept & ((t < 0) | (t >= K))
+        if outside.any():
+            raise ValueError(f"target holds class index {t[outside][0]}, outside [0, {K}) "
+                             f"and not ignore_index ({ignore_index})")
+        index = np.ascontiguousarray(t, dtype=np.intp)  # every value fits: checked above
+        if weight is not None:
+            denominator = float(weight[index[kept]].sum(dtype=np.float64))
+        else:
+            denominator = float(np.count_nonzero(kept))
+        return _Targets(index, None, denominator)
+    if t.dtype.kind == "f":
+        if t.shape != (N, K):
+            raise ValueError(f"class-probability target must have shape ({N}, {K}), got {t.shape}")
+        return _Targets(None, np.ascontiguousarray(t, dtype=dtype), float(N))
+    raise TypeError(f"target must hold class indices (an integer dtype) or class probabilities "
+                    f"(a float dtype), got dtype {t.dtype}")
+
+
+def _rows_contiguous(a: np.ndarray) -> np.ndarray:
+    """`a` itself if its rows are contiguous and aligned, else a C copy."""
+    if a.ndim == 2 and a.flags.aligned and (a.shape[1] <= 1 or a.strides[1] == a.itemsize) \
+            and a.strides[0] % a.itemsize == 0:
+        return a
+    return np.array(a, order="C")
+
+
+def _reduce(loss_rows: np.ndarray, reduction: str, denominator: float, dtype: np.dtype) -> Loss:
+    if reduction == "none":
+        return loss_rows.astype(dtype)
+    total = float(np.sum(loss_rows))  # one fixed order, whatever the threads
+    if reduction == "mean":
+        total = total / denominator if denominator != 0 else math.nan
+    return dtype.type(total)
+
+
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: Optional[ArrayLike] = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    return_grad: bool = False,
+    num_threads: Optional[int] = None,
+):
+    r"""Cross-entropy of logits against targets, as ``torch.nn.functional.cross_entropy``.
+
+    With :math:`\log p = \mathrm{log\_softmax}(z)`, class weights :math:`w`
+    (ones by default), label smoothing :math:`\varepsilon` and K classes, each
+    row's loss is :math:`\ell = -\sum_k c_k \log p_k` with
+
+    - class index :math:`y`: :math:`c_k = (1-\varepsilon) w_y [k=y] + \tfrac{\varepsilon}{K} w_k`;
+      rows with :math:`y` = `ignore_index` have loss 0 and gradient 0;
+    - class probabilities :math:`t`: :math:`c_k = ((1-\varepsilon) t_k + \tfrac{\varepsilon}{K}) w_k`,
+
+    and its gradient is :math:`\partial \ell / \partial z_i = p_i \sum_k c_k - c_i`.
+    ``reduction="mean"`` divides the sum by :math:`\sum w_{y_n}` over kept rows
+    (index targets) or by N (probability targets); an empty batch gives nan.
+
+    Parameters
+    ----------
+    logits : array_like
+        Shape (N, K), or (K,) for one sample.
+    target : array_like
+        Class indices, shape (N,), any integer dtype; or class probabilities,
+        shape (N, K), a float dtype.
+    weight : array_like, optional
+        Class weights, shape (K,).
+    ignore_index : int, optional
+        Index-target value whose rows are skipped (default -100).
+    label_smoothing : float, optional
+        In [0, 1] (default 0).
+    reduction : {"mean", "sum", "none"}, optional
+        Default "mean".
+    return_grad : bool, optional
+        Also return dloss/dlogits (of ``loss.sum()`` for "none").
+    num_threads : int, optional
+        Threads to use; default `get_num_threads()`.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        A scalar of the logits' dtype, or shape (N,) for "none".
+    dlogits : ndarray
+        Only with ``return_grad=True``: same shape as `logits`.
+    """
+    smoothing = _check_options(label_smoothing, reduction)
+    z = as_float_array(logits, "logits")
+    single = z.ndim == 1
+    if single:
+        z = z[None, :]
+        t = np.asarray(target)
+        target = t[None] if t.ndim in (0, 1) else t
+    if z.ndim != 2:
+        raise ValueError(f"logits must have shape (N, K) or (K,), got {np.shape(logits)}")
+    N, K = z.shape
+    w = _class_weight(weight, K, z.dtype)
+    targets = _targets(target, N, K, z.dtype, w, operator.index(ignore_index))
+    scale = 1.0 / targets.denominator if reduction == "mean" and targets.denominator else 1.0
+    z = _rows_contiguous(z)
+    loss_rows = np.empty(N, np.float64)
+    grad = np.empty_like(z, order="C") if return_grad else None
+    _kernels.cross_entropy(logits=z, target=targets.index, probs=targets.probs, weight=w,
+                           ignore_index=ignore_index, smoothing=smoothing, grad_scale=scale,
+                           loss=loss_rows, grad=grad,
+                           num_threads=resolve_num_threads(num_threads, z.size))
+    loss = _reduce(loss_rows, reduction, targets.denominator, z.dtype)
+    if single and reduction == "none":
+        loss = loss[0]
+    if not return_grad:
+        return loss
+    return loss, (grad[0] if single else grad)
+
+
+def linear_cross_entropy(
+    x: ArrayLike,
+    W: ArrayLike,
+    target: ArrayLike,
+    b: Optional[ArrayLike] = None,
+    *,
+    weight: Optional[ArrayLike] = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    return_grad: bool = True,
+    chunk_size: Optional[int] = None,
+    num_threads: Optional[int] = None,
+):
+    r"""Cross-entropy of the linear layer z = x W^T + b, without holding all N x K logits.
+
+    Computes ``cross_entropy(x @ W.T + b, target, ...)`` and its gradients
+    with respect to x, W and b. The batch is processed in chunks of rows: a
+    chunk's logits come from one GEMM, are overwritten in place by their
+    gradient (the fused cross-entropy kernel), and then give
+
+    .. math:: \frac{\partial L}{\partial x} = \delta W, \quad
+              \frac{\partial L}{\partial W} \mathrel{+}= \delta^T x, \quad
+              \frac{\partial L}{\partial b} \mathrel{+}= \textstyle\sum_n \delta_n
+
+    by two more GEMMs, so the extra memory is one chunk of logits.
+
+    Parameters
+    ----------
+    x : array_like
+        Inputs, shape (N, D).
+    W : array_like
+        Weights, shape (K, D) (row i produces logit i, as in torch.nn.Linear).
+    target : array_like
+        As in `cross_entropy`.
+    b : array_like, optional
+        Bias, shape (K,).
+    weight, ignore_index, label_smoothing, reduction
+        As in `cross_entropy`.
+    return_grad : bool, optional
+        Return the gradients too (default True).
+    chunk_size : int, optional
+        Rows per chunk; default: as many as fit in 32 MiB of logits.
+    num_threads : int, optional
+        Threads for the cross-entropy kernel; default `get_num_threads()`.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        As in `cross_entropy`.
+    (dx, dW, db) : tuple of ndarray
+        Only with ``return_grad=True``; ``db`` is None when `b` is None.
+    """
+    smoothing = _check_options(label_smoothing, reduction)
+    x_arr, W_arr, b_arr = _linear_inputs(x, W, b)
+    if x_arr.ndim != 2:
+        raise ValueError(f"x must have shape (N, D), got {x_arr.shape}")
+    N, D = x_arr.shape
+    K = W_arr.shape[0]
+    dtype = x_arr.dtype
+    w = _class_weight(weight, K, dtype)
+    targets = _targets(target, N, K, dtype, w, operator.index(ignore_index))
+    scale = 1.0 / targets.denominator if reduction == "mean" and targets.denominator else 1.0
+    if chunk_size is None:
+        rows = max(1, CHUNK_BYTES // max(1, K * dtype.itemsize))
+    else:
+        rows = operator.index(chunk_size)
+        if rows < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    rows = min(rows, max(N, 1))
+    threads = resolve_num_threads(num_threads, rows * K)
+    loss_rows = np.empty(N, np.float64)
+    logits = np.empty((rows, K), dtype)
+    if return_grad:
+        dx = np.empty((N, D), dtype)
+        dW = np.zeros((K, D), dtype)
+        class_block = max(1, min(K, DW_BLOCK_BYTES // max(1, D * dtype.itemsize)))
+        dW_block = np.empty((class_block, D), dtype)
+        db = np.zeros(K, dtype) if b_arr is not None else None
+    for start in range(0, N, rows):
+        stop = min(N, start + rows)
+        z = logits[: stop - start]
+        x_chunk = x_arr[start:stop]
+        np.matmul(x_chunk, W_arr.T, out=z)
+        if b_arr is not None:
+            z += b_arr
+        _kernels.cross_entropy(
+            logits=z,
+            target=None if targets.index is None else targets.index[start:stop],
+            probs=None if targets.probs is None else targets.probs[start:stop],
+            weight=w, ignore_index=ignore_index, smoothing=smoothing, grad_scale=scale,
+            loss=loss_rows[start:stop], grad=z if return_grad else None, num_threads=threads)
+        if return_grad:
+            np.matmul(z, W_arr, out=dx[start:stop])
+            for first in range(0, K, class_block):
+                last = min(K, first + class_block)
+                block = dW_block[: last - first]
+                np.matmul(z[:, first:last].T, x_chunk, out=block)
+                dW[first:last] += block
+            if db is not None:
+                db += z.sum(axis=0)
+    loss = _reduce(loss_rows, reduction, targets.denominator, dtype)
+    if not return_grad:
+        return loss
+    return loss, (dx, dW, db)
