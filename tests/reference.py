@@ -60,3 +60,35 @@ def log_softmax_backward(logp, g, axis=-1):
     logp, axis = _along(logp, axis)
     g = np.asarray(g, dtype=np.float64).reshape(logp.shape)
     return (g - np.exp(logp) * g.sum(axis=axis, keepdims=True)).reshape(shape)
+
+
+def cross_entropy(logits, target, weight=None, ignore_index=-100, label_smoothing=0.0,
+                  reduction="mean"):
+    """torch.nn.functional.cross_entropy, spelled out in float64 numpy.
+
+    Returns (loss, per-row coefficient matrix c) where loss_n = -sum_k c[n, k] log p[n, k].
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    N, K = z.shape
+    logp = log_softmax(z, axis=1)
+    w = np.ones(K) if weight is None else np.asarray(weight, dtype=np.float64)
+    eps = label_smoothing
+    t = np.asarray(target)
+    c = np.zeros((N, K))
+    if t.dtype.kind in "iu":
+        kept = t != ignore_index
+        for n in range(N):
+            if kept[n]:
+                c[n] = eps / K * w
+                c[n, t[n]] += (1 - eps) * w[t[n]]
+        denominator = sum(w[t[n]] for n in range(N) if kept[n])
+    else:
+        smoothed = (1 - eps) * t.astype(np.float64) + eps / K
+        c = smoothed * w
+        denominator = N
+    rows = -(c * logp).sum(axis=1)
+    if reduction == "none":
+        return rows, c
+    if reduction == "sum":
+        return rows.sum(), c
+    return (rows.sum() / denominator if denominator else np.nan), c

@@ -1,0 +1,367 @@
+"""Cross-entropy, the fused linear layer, the Jacobians and the weight gradient."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import softmax_ext as sx
+import reference as ref
+from conftest import bits
+
+
+def central_difference(f, x, h):
+    """4th-order central differences of the scalar f at every entry of x."""
+    grad = np.zeros_like(x, dtype=np.float64)
+    for index in np.ndindex(x.shape):
+        def at(delta):
+            moved = x.copy()
+            moved[index] += delta
+            return f(moved)
+        grad[index] = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
+    return grad
+
+
+def _problem(rng, N=23, K=9, ignore=True):
+    z = rng.standard_normal((N, K)) * 3
+    y = rng.integers(0, K, N)
+    if ignore:
+        y[::4] = -100
+    probs = rng.dirichlet(np.ones(K), N)
+    w = rng.uniform(0.25, 2.0, K)
+    return z, y, probs, w
+
+
+TOLERANCE = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["index", "probs"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("smoothing", [0.0, 0.25, 1.0])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_matches_reference(rng, dtype, kind, weighted, smoothing, reduction):
+    z, y, probs, w = _problem(rng)
+    target = y if kind == "index" else probs.astype(dtype)
+    weight = w.astype(dtype) if weighted else None
+    z_in = z.astype(dtype)
+    want, c = ref.cross_entropy(z_in, target, weight, -100, smoothing, reduction)
+    loss, grad = sx.cross_entropy(z_in, target, weight=weight, label_smoothing=smoothing,
+                                  reduction=reduction, return_grad=True)
+    assert np.asarray(loss).dtype == dtype and grad.dtype == dtype and grad.shape == z.shape
+    np.testing.assert_allclose(loss, want, **TOLERANCE[dtype])
+    # gradient of the reduced loss (of loss.sum() for "none"): C p - c, scaled for "mean"
+    p = ref.softmax(z_in, axis=1)
+    want_grad = c.sum(axis=1, keepdims=True) * p - c
+    if reduction == "mean":
+        denominator = (w if weighted else np.ones(z.shape[1]))[y[y != -100]].sum() if kind == "index" else len(z)
+        want_grad /= denominator
+    np.testing.assert_allclose(grad, want_grad, **TOLERANCE[dtype])
+    loss_only = sx.cross_entropy(z_in, target, weight=weight, label_smoothing=smoothing,
+                                 reduction=reduction)
+    np.testing.assert_array_equal(loss_only, loss)
+
+
+def test_cross_entropy_against_torch_when_installed(rng):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    z, y, probs, w = _problem(rng, N=31, K=12)
+    for target in (y, probs):
+        for weight in (None, w):
+            for smoothing in (0.0, 0.1):
+                for reduction in ("mean", "sum", "none"):
+                    zt = torch.tensor(z, requires_grad=True)
+                    loss_t = F.cross_entropy(zt, torch.tensor(target), label_smoothing=smoothing,
+                                             weight=None if weight is None else torch.tensor(weight),
+                                             reduction=reduction)
+                    loss_t.sum().backward()
+                    loss, grad = sx.cross_entropy(z, target, weight=weight, label_smoothing=smoothing,
+                                                  reduction=reduction, return_grad=True)
+                    np.testing.assert_allclose(loss, loss_t.detach().numpy(), rtol=1e-12, atol=1e-14)
+                    np.testing.assert_allclose(grad, zt.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["index", "probs"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_gradient_by_finite_differences(rng, kind, reduction):
+    z, y, probs, w = _problem(rng, N=5, K=4)
+    target = y if kind == "index" else probs
+    options = dict(weight=w, label_smoothing=0.2, reduction=reduction)
+
+    def total(logits):
+        return float(np.sum(sx.cross_entropy(logits, target, **options)))
+
+    _, grad = sx.cross_entropy(z, target, return_grad=True, **options)
+    np.testing.assert_allclose(grad, central_difference(total, z, 1e-3), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
+                                   np.uint32, np.uint64])
+def test_every_integer_target_dtype(rng, dtype):
+    z, y, _, _ = _problem(rng, ignore=False)
+    expected = sx.cross_entropy(z, y.astype(np.int64), return_grad=True)
+    got = sx.cross_entropy(z, y.astype(dtype), return_grad=True)
+    assert got[0] == expected[0]
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_ignored_rows_contribute_nothing(rng):
+    z, y, _, w = _problem(rng, ignore=False)
+    y[[2, 5]] = 7
+    loss, grad = sx.cross_entropy(z, y, ignore_index=7, weight=w, reduction="none", return_grad=True)
+    assert loss[2] == 0 and loss[5] == 0
+    np.testing.assert_array_equal(grad[[2, 5]], 0.0)
+    kept = y != 7  # rows 2 and 5, and any other row whose class is 7
+    np.testing.assert_array_equal(loss[~kept], 0.0)
+    mean = sx.cross_entropy(z, y, ignore_index=7, weight=w)
+    np.testing.assert_allclose(mean, loss[kept].sum() / w[y[kept]].sum(), rtol=1e-13)
+
+
+def test_empty_and_fully_ignored_batches():
+    z = np.zeros((0, 5))
+    assert np.isnan(sx.cross_entropy(z, np.zeros(0, int)))
+    assert sx.cross_entropy(z, np.zeros(0, int), reduction="sum") == 0
+    assert sx.cross_entropy(z, np.zeros(0, int), reduction="none").shape == (0,)
+    z = np.ones((3, 5))
+    loss, grad = sx.cross_entropy(z, [-100, -100, -100], return_grad=True)
+    assert np.isnan(loss)
+    np.testing.assert_array_equal(grad, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_huge_logits_keep_their_loss(dtype):
+    z = np.array([[1e8, 1e8 + 8.0, 1e8 - 16.0]], dtype)
+    shifted = np.array([[0.0, 8.0, -16.0]])
+    for smoothing in (0.0, 0.1):
+        want, _ = ref.cross_entropy(shifted, np.array([0]), label_smoothing=smoothing)
+        loss, grad = sx.cross_entropy(z, [0], label_smoothing=smoothing, return_grad=True)
+        np.testing.assert_allclose(loss, want, rtol=1e-6)
+        assert np.all(np.isfinite(grad))
+
+
+def test_single_sample_logits():
+    z = np.array([1.0, 2.0, 0.5])
+    loss, grad = sx.cross_entropy(z, 1, return_grad=True)
+    assert np.ndim(loss) == 0 and grad.shape == (3,)
+    np.testing.assert_allclose(loss, -ref.log_softmax(z)[1], rtol=1e-14)
+    np.testing.assert_allclose(grad, ref.softmax(z) - np.eye(3)[1], rtol=1e-14)
+
+
+def test_cross_entropy_is_bitwise_identical_across_threads(rng):
+    z = rng.standard_normal((3000, 257)).astype(np.float32)
+    y = rng.integers(0, 257, 3000)
+    first = sx.cross_entropy(z, y, label_smoothing=0.1, return_grad=True, num_threads=1)
+    for threads in (2, 3, 4):
+        loss, grad = sx.cross_entropy(z, y, label_smoothing=0.1, return_grad=True, num_threads=threads)
+        assert bits(np.asarray(loss)).tobytes() == bits(np.asarray(first[0])).tobytes()
+        assert np.array_equal(bits(grad), bits(first[1]))
+
+
+@pytest.mark.parametrize(
+    "call,error",
+    [
+        (lambda z: sx.cross_entropy(z, [0, 1, 9]), ValueError),  # index outside [0, K)
+        (lambda z: sx.cross_entropy(z, [0, -1, 2]), ValueError),
+        (lambda z: sx.cross_entropy(z, [0, 1]), ValueError),  # wrong length
+        (lambda z: sx.cross_entropy(z, [[0], [1], [2]]), ValueError),
+        (lambda z: sx.cross_entropy(z, np.ones((3, 4))), ValueError),  # probs of wrong width
+        (lambda z: sx.cross_entropy(z, np.array([True, False, True])), TypeError),
+        (lambda z: sx.cross_entropy(z, np.array([0.0, 1.0, 2.0])), ValueError),  # float 1-D
+        (lambda z: sx.cross_entropy(z, ["a", "b", "c"]), TypeError),
+        (lambda z: sx.cross_entropy(z, [0, 1, 2], weight=np.ones(4)), ValueError),
+        (lambda z: sx.cross_entropy(z, [0, 1, 2], weight=np.ones(5, complex)), TypeError),
+        (lambda z: sx.cross_entropy(z, [0, 1, 2], label_smoothing=-0.1), ValueError),
+        (lambda z: sx.cross_entropy(z, [0, 1, 2], label_smoothing=1.5), ValueError),
+        (lambda z: sx.cross_entropy(z, [0, 1, 2], label_smoothing=float("nan")), ValueError),
+        (lambda z: sx.cross_entropy(z, [0, 1, 2], label_smoothing="x"), ValueError),
+        (lambda z: sx.cross_entropy(z, [0, 1, 2], reduction="avg"), ValueError),
+        (lambda z: sx.cross_entropy(z[None], [0, 1, 2]), ValueError),  # 3-D logits
+        (lambda z: sx.cross_entropy(z.astype(complex), [0, 1, 2]), TypeError),
+        (lambda z: sx.cross_entropy(z, [0, 1, 2], num_threads=0), ValueError),
+    ],
+)
+def test_cross_entropy_errors(call, error):
+    with pytest.raises(error):
+        call(np.zeros((3, 5)))
+
+
+# ---- linear + cross-entropy --------------------------------------------------------
+
+
+def _linear_problem(rng, N=13, D=6, K=9):
+    x = rng.standard_normal((N, D))
+    W = rng.standard_normal((K, D)) * 0.7
+    b = rng.standard_normal(K)
+    y = rng.integers(0, K, N)
+    y[3] = -100
+    return x, W, b, y
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("kind", ["index", "probs"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_linear_cross_entropy_matches_composition(rng, with_bias, kind, reduction):
+    x, W, b, y = _linear_problem(rng)
+    target = y if kind == "index" else rng.dirichlet(np.ones(9), 13)
+    w = rng.uniform(0.5, 1.5, 9)
+    bias = b if with_bias else None
+    options = dict(weight=w, label_smoothing=0.1, reduction=reduction)
+    logits = x @ W.T + (b if with_bias else 0)
+    want_loss, want_dz = sx.cross_entropy(logits, target, return_grad=True, **options)
+    loss, (dx, dW, db) = sx.linear_cross_entropy(x, W, target, bias, chunk_size=4, **options)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
+    np.testing.assert_allclose(dx, want_dz @ W, rtol=1e-12, atol=1e-14)
+    want_dW, want_db = sx.weight_grad(x, want_dz)
+    np.testing.assert_allclose(dW, want_dW, rtol=1e-12, atol=1e-14)
+    if with_bias:
+        np.testing.assert_allclose(db, want_db, rtol=1e-12, atol=1e-14)
+    else:
+        assert db is None
+    loss_only = sx.linear_cross_entropy(x, W, target, bias, return_grad=False, chunk_size=4, **options)
+    np.testing.assert_array_equal(loss_only, loss)
+
+
+def test_linear_cross_entropy_gradients_by_finite_differences(rng):
+    x, W, b, y = _linear_problem(rng, N=4, D=3, K=5)
+    options = dict(label_smoothing=0.15, weight=rng.uniform(0.5, 2, 5))
+    _, (dx, dW, db) = sx.linear_cross_entropy(x, W, y, b, chunk_size=3, **options)
+
+    def loss(x_=x, W_=W, b_=b):
+        return float(sx.linear_cross_entropy(x_, W_, y, b_, return_grad=False, **options))
+
+    np.testing.assert_allclose(dx, central_difference(lambda v: loss(x_=v), x, 1e-3), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(dW, central_difference(lambda v: loss(W_=v), W, 1e-3), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(db, central_difference(lambda v: loss(b_=v), b, 1e-3), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_cross_entropy_does_not_depend_on_chunk_size(rng, dtype):
+    x, W, b, y = (a.astype(dtype) if a.dtype.kind == "f" else a for a in _linear_problem(rng, N=50, D=16, K=40))
+    results = [sx.linear_cross_entropy(x, W, y, b, chunk_size=c) for c in (1, 7, 16, 50, 1000)]
+    tolerance = dict(rtol=2e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    for loss, grads in results[1:]:
+        np.testing.assert_allclose(loss, results[0][0], **tolerance)
+        for got, want in zip(grads, results[0][1]):
+            np.testing.assert_allclose(got, want, **tolerance)
+
+
+def test_linear_cross_entropy_errors(rng):
+    x, W, b, y = _linear_problem(rng)
+    with pytest.raises(ValueError, match="D="):
+        sx.linear_cross_entropy(x[:, :5], W, y)
+    with pytest.raises(ValueError, match="b must"):
+        sx.linear_cross_entropy(x, W, y, b[:4])
+    with pytest.raises(ValueError, match="chunk_size"):
+        sx.linear_cross_entropy(x, W, y, chunk_size=0)
+    with pytest.raises(ValueError, match="outside"):
+        sx.linear_cross_entropy(x, W, np.full(13, 9))
+    with pytest.raises(ValueError):
+        sx.linear_cross_entropy(x[0], W, y[:1])
+
+
+def test_linear_cross_entropy_memory_stays_within_one_chunk():
+    """N=4096, D=256, K=65536 float32: the full logits alone would be 1 GiB."""
+    code = textwrap.dedent("""
+        import resource
+        import numpy as np
+        import softmax_ext as sx
+        rng = np.random.default_rng(0)
+        N, D, K = 4096, 256, 65536
+        x = rng.standard_normal((N, D), dtype=np.float32)
+        W = rng.standard_normal((K, D), dtype=np.float32) * 0.05
+        y = rng.integers(0, K, N)
+        loss, (dx, dW, db) = sx.linear_cross_entropy(x, W, y)
+        assert np.isfinite(loss) and dW.shape == (K, D) and db is None
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    """)
+    package_parent = os.path.dirname(os.path.dirname(sx.__file__))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env=dict(os.environ, PYTHONPATH=package_parent), cwd=os.path.dirname(__file__))
+    peak_mib = int(result.stdout.strip())
+    assert peak_mib < 500, f"peak RSS {peak_mib} MiB"
+
+
+def test_linear_cross_entropy_float32_against_float64_reference(rng):
+    x, W, b, y = _linear_problem(rng, N=300, D=32, K=500)
+    want_loss, (want_dx, want_dW, want_db) = sx.linear_cross_entropy(x, W, y, b)
+    loss, (dx, dW, db) = sx.linear_cross_entropy(x.astype(np.float32), W.astype(np.float32), y,
+                                                  b.astype(np.float32), chunk_size=64)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
+    for got, want in ((dx, want_dx), (dW, want_dW), (db, want_db)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+
+
+# ---- Jacobians and the weight gradient -------------------------------------------
+
+
+@pytest.mark.parametrize("shape,axis", [((6,), -1), ((4, 6), -1), ((6, 4), 0), ((2, 3, 5), 1)])
+def test_softmax_jacobian_matches_closed_form(rng, shape, axis):
+    z = rng.standard_normal(shape)
+    J = sx.softmax_jacobian(z, axis=axis)
+    p = np.moveaxis(ref.softmax(z, axis), axis, -1)
+    K = shape[axis]
+    assert J.shape == p.shape[:-1] + (K, K)
+    for index in np.ndindex(p.shape[:-1]):
+        np.testing.assert_allclose(J[index], ref.jacobian(p[index]), rtol=1e-13, atol=1e-16)
+
+
+def test_softmax_jacobian_by_finite_differences(rng):
+    z = rng.standard_normal(5)
+    J = sx.softmax_jacobian(z)
+    for j in range(5):
+        column = central_difference(lambda v: sx.softmax(v)[j], z, 1e-3)  # d p_j / d z_i
+        np.testing.assert_allclose(J[j], column, rtol=1e-8, atol=1e-11)
+
+
+def test_backward_is_jacobian_transpose_times_gradient(rng):
+    z = rng.standard_normal((7, 6)).astype(np.float32)
+    g = rng.standard_normal((7, 6)).astype(np.float32)
+    p = sx.softmax(z)
+    J = sx.softmax_jacobian(z)
+    np.testing.assert_allclose(sx.softmax_backward(p, g), np.einsum("nji,nj->ni", J, g), rtol=1e-5, atol=1e-7)
+
+
+def test_weight_jacobian_closed_form_both_ways(rng):
+    """sigma_j (delta_ij - sigma_i) x: against the formula, and against finite differences in W."""
+    x = rng.standard_normal((3, 4))
+    W = rng.standard_normal((5, 4))
+    b = rng.standard_normal(5)
+    G = sx.softmax_weight_jacobian(x, W, b)
+    assert G.shape == (3, 5, 5, 4)
+    sigma = ref.softmax(x @ W.T + b)
+    formula = np.einsum("nji,nd->njid", np.stack([ref.jacobian(s) for s in sigma]), x)
+    np.testing.assert_allclose(G, formula, rtol=1e-13, atol=1e-16)
+    for n in range(3):
+        for j in range(5):
+            numeric = central_difference(lambda V: ref.softmax(x[n] @ V.T + b)[j], W, 1e-3)
+            np.testing.assert_allclose(G[n, j], numeric, rtol=1e-8, atol=1e-11)
+    single = sx.softmax_weight_jacobian(x[1], W, b)
+    np.testing.assert_allclose(single, G[1], rtol=1e-15)
+
+
+def test_weight_jacobian_contracted_equals_weight_grad_of_vjp(rng):
+    x = rng.standard_normal((6, 3))
+    W = rng.standard_normal((4, 3))
+    g = rng.standard_normal((6, 4))  # dL/dsigma
+    G = sx.softmax_weight_jacobian(x, W)
+    dW_contracted = np.einsum("nj,njid->id", g, G)
+    sigma = sx.softmax(x @ W.T)
+    dW, db = sx.weight_grad(x, sx.softmax_backward(sigma, g))
+    np.testing.assert_allclose(dW, dW_contracted, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(db, sx.softmax_backward(sigma, g).sum(axis=0), rtol=1e-15)
+
+
+def test_weight_grad_shapes_and_errors(rng):
+    x, d = rng.standard_normal((5, 3)), rng.standard_normal((5, 4))
+    dW, db = sx.weight_grad(x, d)
+    np.testing.assert_allclose(dW, d.T @ x, rtol=1e-15)
+    np.testing.assert_allclose(db, d.sum(axis=0), rtol=1e-15)
+    dW1, db1 = sx.weight_grad(x[0], d[0])
+    np.testing.assert_allclose(dW1, np.outer(d[0], x[0]), rtol=1e-15)
+    with pytest.raises(ValueError):
+        sx.weight_grad(x, d[:4])
+    with pytest.raises(ValueError):
+        sx.softmax_weight_jacobian(x, np.ones((4, 2)))
