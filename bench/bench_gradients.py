@@ -1,0 +1,181 @@
+"""Benchmark the gradient paths: cross-entropy with its gradient, and the
+fused linear + softmax + cross-entropy layer.
+
+cross_entropy(loss + dlogits) against PyTorch F.cross_entropy forward+backward,
+the plain numpy formula and scikit-learn's HalfMultinomialLoss.loss_gradient
+(each when installed); linear_cross_entropy against PyTorch F.linear +
+F.cross_entropy forward+backward and against the bare time of its three GEMMs
+at full size.  Extra peak memory (peak RSS over the inputs, in a fresh
+process per contender).  Writes bench/results/gradients_<machine>.{json,md}.
+
+    python bench/bench_gradients.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import softmax_ext as sx
+from softmax_ext import _bench
+
+CE_SHAPES = [(65536, 10), (8192, 1000), (1024, 32000)]
+LINEAR_SHAPE = (2048, 256, 32000)  # N, D, K
+
+
+def ce_contenders(z, y, threads):
+    calls = {"softmax_ext": lambda: sx.cross_entropy(z, y, return_grad=True, num_threads=threads)}
+    N = len(y)
+
+    def numpy_formula():
+        logp = _bench.numpy_log_softmax(z, 1)
+        loss = -logp[np.arange(N), y].mean()
+        grad = np.exp(logp)
+        grad[np.arange(N), y] -= 1
+        return loss, grad / N
+
+    calls["numpy"] = numpy_formula
+    try:
+        from sklearn._loss.loss import HalfMultinomialLoss
+
+        loss_object = HalfMultinomialLoss(n_classes=z.shape[1])
+        y_float = y.astype(z.dtype)
+        calls["sklearn"] = lambda: loss_object.loss_gradient(y_true=y_float, raw_prediction=z,
+                                                             n_threads=threads)
+    except ImportError:
+        pass
+    try:
+        import torch
+        import torch.nn.functional as F
+
+        zt, yt = torch.from_numpy(z), torch.from_numpy(y)
+
+        def torch_forward_backward():
+            leaf = zt.detach().requires_grad_()
+            loss = F.cross_entropy(leaf, yt)
+            return torch.autograd.grad(loss, leaf)
+
+        calls["torch"] = torch_forward_backward
+    except ImportError:
+        pass
+    return calls
+
+
+def linear_contenders(x, W, y, threads):
+    N, K = x.shape[0], W.shape[0]
+    calls = {"softmax_ext": lambda: sx.linear_cross_entropy(x, W, y, num_threads=threads)}
+    logits = np.empty((N, K), x.dtype)
+    dx = np.empty_like(x)
+    dW = np.empty_like(W)
+
+    def three_gemms():
+        np.matmul(x, W.T, out=logits)
+        np.matmul(logits, W, out=dx)
+        np.matmul(logits.T, x, out=dW)
+
+    calls["3 GEMMs"] = three_gemms
+    try:
+        import torch
+        import torch.nn.functional as F
+
+        xt, Wt, yt = torch.from_numpy(x), torch.from_numpy(W), torch.from_numpy(y)
+
+        def torch_forward_backward():
+            x_leaf, W_leaf = xt.detach().requires_grad_(), Wt.detach().requires_grad_()
+            loss = F.cross_entropy(F.linear(x_leaf, W_leaf), yt)
+            return torch.autograd.grad(loss, (x_leaf, W_leaf))
+
+        calls["torch"] = torch_forward_backward
+    except ImportError:
+        pass
+    return calls
+
+
+def _inputs(kind, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    if kind == "ce":
+        N, K = shape
+        z = rng.standard_normal((N, K), dtype=np.float32)
+        z *= 3
+        return (z, rng.integers(0, K, N))
+    N, D, K = shape
+    x = rng.standard_normal((N, D), dtype=np.float32)
+    W = rng.standard_normal((K, D), dtype=np.float32)
+    W *= 0.05
+    return (x, W, rng.integers(0, K, N))
+
+
+def _extra_peak_mib(kind, shape, name, threads):
+    """Peak RSS above the inputs for one call of `name`, in a fresh process."""
+    code = (f"import sys; sys.path[:0] = {sys.path!r}\n"
+            "import resource, bench_gradients as b\n"
+            f"args = b._inputs({kind!r}, {shape!r})\n"
+            f"calls = (b.ce_contenders if {kind!r} == 'ce' else b.linear_contenders)(*args, {threads})\n"
+            f"if 'torch' in calls: import torch; torch.set_num_threads({threads})\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            f"calls[{name!r}]()\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).parent)
+    return float(result.stdout.strip()) if result.returncode == 0 else None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args(argv)
+    threads = sx.get_num_threads()
+    _bench.set_peer_threads(threads)
+    machine = _bench.machine_description()
+    print("machine:", machine)
+    rows = []
+    for kind, shapes, factory in (("ce", CE_SHAPES, ce_contenders), ("linear", [LINEAR_SHAPE], linear_contenders)):
+        for shape in shapes:
+            inputs = _inputs(kind, shape)
+            calls = factory(*inputs, threads)
+            ms = {name: 1e3 * _bench.median_seconds(call, min_repeats=5, min_seconds=0.5)
+                  for name, call in calls.items()}
+            peak = {name: _extra_peak_mib(kind, shape, name, threads) for name in calls}
+            row = {"kind": kind, "shape": list(shape), "threads": threads, "ms": ms, "extra_peak_mib": peak}
+            rows.append(row)
+            print(kind, shape, "  ".join(f"{n} {t:.1f} ms ({peak[n]:.0f} MiB)" if peak[n] is not None
+                                         else f"{n} {t:.1f} ms" for n, t in ms.items()), flush=True)
+    summary = {}
+    for row in rows:
+        ours = row["ms"]["softmax_ext"]
+        label = f"{row['kind']} {tuple(row['shape'])}"
+        summary[label] = {f"vs {n}": row["ms"][n] / ours for n in row["ms"] if n != "softmax_ext"}
+        if "3 GEMMs" in row["ms"]:
+            summary[label]["time over 3 GEMMs"] = ours / row["ms"]["3 GEMMs"]
+    print(json.dumps(summary, indent=1))
+    os.makedirs(args.results, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{machine['logical_cpus']}cpu-{machine['cpu']}").strip("-")
+    stem = Path(args.results) / f"gradients_{slug}"
+    with open(f"{stem}.json", "w") as f:
+        json.dump({"machine": machine, "rows": rows, "summary": summary}, f, indent=1)
+    lines = ["# softmax_ext gradient benchmark", "",
+             "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()), "",
+             f"float32, {threads} threads, medians in one process; ratios are peer time / softmax_ext time.",
+             "Extra peak: peak RSS above the inputs for one call, each in a fresh process.", "",
+             "| case | contender | ms | ratio | extra peak MiB |", "|---|---|---|---|---|"]
+    for row in rows:
+        ours = row["ms"]["softmax_ext"]
+        for name, t in row["ms"].items():
+            peak = row["extra_peak_mib"][name]
+            lines.append(f"| {row['kind']} {tuple(row['shape'])} | {name} | {t:.1f} | {t / ours:.2f}x | "
+                         f"{'-' if peak is None else f'{peak:.0f}'} |")
+    with open(f"{stem}.md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {stem}.json, {stem}.md")
+
+
+if __name__ == "__main__":
+    main()
