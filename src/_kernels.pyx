@@ -52,9 +52,9 @@ cdef extern from "row_kernels.h":
                                 double dot) noexcept nogil
         void (*row_log_softmax_bwd)(const void *logp, const void *g, void *out, Py_ssize_t n,
                                     double grad_sum) noexcept nogil
-        void (*row_xent_grad)(const void *z, const void *u, const void *v, void *out,
-                              Py_ssize_t n, double shift, double log_sum, double alpha,
-                              double beta, double gamma) noexcept nogil
+        void (*row_xent_grad)(const void *e, const void *u, const void *v, void *out,
+                              Py_ssize_t n, double alpha, double beta,
+                              double gamma) noexcept nogil
         void (*col_max)(const void *x, Py_ssize_t ldx, Py_ssize_t K, Py_ssize_t w,
                         void *m, void *copy, Py_ssize_t ldc) noexcept nogil
         void (*col_exp_sum)(const void *x, Py_ssize_t ldx, void *out, Py_ssize_t ldo,
@@ -499,9 +499,11 @@ def cols(*, int op, const floating[:, :, :] x, const floating[:, :, :] grad=None
 #   index target y:        c_k = (1 - e) w_y [k == y] + e/K w_k
 #   probability target t:  c_k = ((1 - e) t_k + e/K) w_k
 #   loss = -sum_k c_k log p_k = C log S - sum_k c_k (z_k - m),   C = sum_k c_k
-#   dloss/dz_i = C p_i - c_i
-# Rows read: max, sum of exps, the dot products the loss needs, and the
-# gradient sweep (which may overwrite the logits in place).  Per-row losses go
+#   dloss/dz_i = C p_i - c_i = (C / S) exp(z_i - m) - c_i
+# Sweeps over a row: max; the dot products the loss needs (with smoothing or
+# probability targets); exp(z - m) summed and stored in the gradient; the
+# gradient from those exps (one exp per element in all).  The gradient may
+# overwrite the logits in place.  Per-row losses go
 # to a float64 array that the caller sums in a fixed order, so the total does
 # not depend on the thread count.
 
@@ -509,29 +511,103 @@ cdef void xent_row(const sx_table *t, const floating *z, Py_ssize_t K, Py_ssize_
                    const floating *probs, const floating *weight, double weight_sum,
                    double smoothing, double grad_scale, double *loss,
                    floating *grad) noexcept nogil:
+    """Loss (and gradient, unless grad is NULL) of one row; grad may be z."""
     cdef double m = t.row_max(z, K)
-    cdef double log_sum = log(t.row_exp_sum(z, NULL, K, m))
     cdef double share = smoothing / K          # e/K
-    cdef double total_c, shifted_dot, w_y = 1.0
+    cdef double total_c, shifted_dot, total_exp, w_y = 1.0
+    # everything that reads the logits comes before the sweep that may overwrite them
     if probs == NULL:
         if weight != NULL:
             w_y = weight[target]
         total_c = (1.0 - smoothing) * w_y + share * weight_sum
         shifted_dot = (1.0 - smoothing) * w_y * (z[target] - m)
-        if smoothing != 0.0:
-            shifted_dot += share * t.row_dot(z, weight, NULL, K, m)
     else:
         total_c = (1.0 - smoothing) * t.row_dot(probs, weight, NULL, K, 0.0) + share * weight_sum
         shifted_dot = (1.0 - smoothing) * t.row_dot(z, probs, weight, K, m)
-        if smoothing != 0.0:
-            shifted_dot += share * t.row_dot(z, weight, NULL, K, m)
-    loss[0] = total_c * log_sum - shifted_dot
+    if smoothing != 0.0:
+        shifted_dot += share * t.row_dot(z, weight, NULL, K, m)
+    total_exp = t.row_exp_sum(z, grad, K, m)   # grad <- exp(z - m)
+    loss[0] = total_c * log(total_exp) - shifted_dot
     if grad != NULL:
-        # reads z before writing the same element: grad may be z itself
-        t.row_xent_grad(z, probs, weight, grad, K, m, log_sum, grad_scale * total_c,
+        t.row_xent_grad(grad, probs, weight, grad, K, grad_scale * total_c / total_exp,
                         grad_scale * (1.0 - smoothing), grad_scale * share)
         if probs == NULL:
             grad[target] -= <floating>(grad_scale * (1.0 - smoothing) * w_y)
+
+
+DEF XENT_TILE = 64  # short rows per transposed cross-entropy tile
+
+
+cdef void xent_short_rows(const sx_table *t, const floating *z, Py_ssize_t ldz, Py_ssize_t K,
+                          Py_ssize_t w, const Py_ssize_t *target, Py_ssize_t ignore_index,
+                          const floating *probs, Py_ssize_t ldp, const floating *weight,
+                          double weight_sum, double smoothing, double grad_scale, double *loss,
+                          floating *grad, Py_ssize_t ldg) noexcept nogil:
+    """xent_row for w <= XENT_TILE rows of K < SHORT_ROW classes at once: the
+    rows are transposed into a (K, w) tile so that the max and exp sweeps
+    vectorise across rows; the per-element target terms are cheap loops."""
+    cdef floating tile[SHORT_ROW * XENT_TILE]
+    cdef floating shift[XENT_TILE]
+    cdef double total_exp[XENT_TILE]
+    cdef double total_c[XENT_TILE]
+    cdef double shifted_dot[XENT_TILE]
+    cdef floating alpha[XENT_TILE]
+    cdef floating gamma[XENT_TILE]
+    cdef floating one_hot[XENT_TILE]
+    cdef double share = smoothing / K, w_y, dot, target_weight
+    cdef Py_ssize_t j, k, y
+    cdef floating v_k, m
+    cdef bint kept
+    copy_tile(z, 1, ldz, tile, w, 1, K, w)          # tile[k, j] = z[j, k]
+    t.col_max(tile, w, K, w, shift, NULL, 0)
+    for j in range(w):
+        m = shift[j]
+        kept = probs != NULL or target[j] != ignore_index
+        shifted_dot[j] = 0.0
+        total_c[j] = 0.0
+        one_hot[j] = 0
+        if not kept:
+            continue
+        if probs == NULL:
+            y = target[j]
+            w_y = weight[y] if weight != NULL else 1.0
+            total_c[j] = (1.0 - smoothing) * w_y + share * weight_sum
+            shifted_dot[j] = (1.0 - smoothing) * w_y * (tile[y * w + j] - m)
+            one_hot[j] = <floating>(grad_scale * (1.0 - smoothing) * w_y)
+        else:
+            target_weight = 0.0
+            dot = 0.0
+            for k in range(K):
+                v_k = weight[k] if weight != NULL else 1
+                target_weight += probs[j * ldp + k] * v_k
+                dot += probs[j * ldp + k] * v_k * (tile[k * w + j] - m)
+            total_c[j] = (1.0 - smoothing) * target_weight + share * weight_sum
+            shifted_dot[j] = (1.0 - smoothing) * dot
+        if smoothing != 0.0:
+            dot = 0.0
+            for k in range(K):
+                dot += (weight[k] if weight != NULL else 1) * (tile[k * w + j] - m)
+            shifted_dot[j] += share * dot
+    t.col_exp_sum(tile, w, tile, w, K, w, shift, total_exp)   # tile <- exp(z - m)
+    for j in range(w):
+        kept = probs != NULL or target[j] != ignore_index
+        loss[j] = total_c[j] * log(total_exp[j]) - shifted_dot[j] if kept else 0.0
+        alpha[j] = <floating>(grad_scale * total_c[j] / total_exp[j]) if kept else 0
+        gamma[j] = <floating>(grad_scale * share) if kept else 0
+    if grad == NULL:
+        return
+    for k in range(K):
+        v_k = weight[k] if weight != NULL else 1
+        for j in range(w):
+            tile[k * w + j] = alpha[j] * tile[k * w + j] - gamma[j] * v_k
+        if probs != NULL:
+            for j in range(w):
+                tile[k * w + j] -= <floating>(grad_scale * (1.0 - smoothing)) * probs[j * ldp + k] * v_k
+    if probs == NULL:
+        for j in range(w):
+            if target[j] != ignore_index:
+                tile[target[j] * w + j] -= one_hot[j]
+    copy_tile(tile, w, 1, grad, 1, ldg, K, w)       # grad[j, k] = tile[k, j]
 
 
 def cross_entropy(*, const floating[:, :] logits, const Py_ssize_t[::1] target=None,
@@ -576,6 +652,16 @@ def cross_entropy(*, const floating[:, :] logits, const Py_ssize_t[::1] target=N
     if grad is not None:
         g0, ldg = &grad[0, 0], grad.strides[0] // size
     cdef Py_ssize_t ldz = logits.strides[0] // size
+    if K < SHORT_ROW:
+        with nogil:
+            for r in prange((N + XENT_TILE - 1) // XENT_TILE, schedule="static",
+                            num_threads=num_threads):
+                y = r * XENT_TILE  # first row of the tile
+                xent_short_rows(t, z0 + y * ldz, ldz, K, min(XENT_TILE, N - y),
+                                y0 + y if y0 != NULL else NULL, ignore_index,
+                                at(p0, y * ldp), ldp, w0, weight_sum, smoothing, grad_scale,
+                                &loss[y], <floating *>at(g0, y * ldg), ldg)
+        return
     with nogil:
         for r in prange(N, schedule="static", num_threads=num_threads):
             y = y0[r] if y0 != NULL else 0

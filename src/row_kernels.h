@@ -33,8 +33,8 @@ typedef struct sx_table {
     void (*row_softmax_bwd)(const void *p, const void *g, void *out, ptrdiff_t n, double dot);
     void (*row_log_softmax_bwd)(const void *logp, const void *g, void *out, ptrdiff_t n,
                                 double grad_sum);
-    void (*row_xent_grad)(const void *z, const void *u, const void *v, void *out, ptrdiff_t n,
-                          double shift, double log_sum, double alpha, double beta, double gamma);
+    void (*row_xent_grad)(const void *e, const void *u, const void *v, void *out, ptrdiff_t n,
+                          double alpha, double beta, double gamma);
     void (*col_max)(const void *x, ptrdiff_t ldx, ptrdiff_t K, ptrdiff_t w, void *m, void *copy,
                     ptrdiff_t ldc);
     void (*col_exp_sum)(const void *x, ptrdiff_t ldx, void *out, ptrdiff_t ldo, ptrdiff_t K,

@@ -274,42 +274,22 @@ static SX_TARGET void SX_NAME(row_log_softmax_bwd)(const void *logpv, const void
 #undef SX_LOG_BWD
 }
 
-/* Cross-entropy gradient of one row:
- *   out_i = alpha * exp((z_i - shift) - log_sum) - (beta * u_i + gamma) * v_i
- * with a NULL u counting as zeros and a NULL v as ones: alpha * softmax(z)
- * minus the (scaled) target coefficients c_i = (beta u_i + gamma) v_i. */
-static SX_TARGET void SX_NAME(row_xent_grad)(const void *zv, const void *uv, const void *vv,
-                                             void *outv, ptrdiff_t n, double shift_d,
-                                             double log_sum_d, double alpha_d, double beta_d,
-                                             double gamma_d)
+/* Cross-entropy gradient of one row from its stored exponentials e_i:
+ *   out_i = alpha * e_i - (beta * u_i + gamma) * v_i
+ * with a NULL u counting as zeros and a NULL v as ones: (scaled) C p_i minus
+ * the target coefficients c_i = (beta u_i + gamma) v_i.  out may be e. */
+static SX_TARGET void SX_NAME(row_xent_grad)(const void *ev, const void *uv, const void *vv,
+                                             void *outv, ptrdiff_t n, double alpha_d,
+                                             double beta_d, double gamma_d)
 {
-    const SX_T *z = (const SX_T *)zv, *u = (const SX_T *)uv, *v = (const SX_T *)vv;
-    const SX_T shift = (SX_T)shift_d, log_sum = (SX_T)log_sum_d, alpha = (SX_T)alpha_d;
-    const SX_T beta = (SX_T)beta_d, gamma = (SX_T)gamma_d;
+    const SX_T *e = (const SX_T *)ev, *u = (const SX_T *)uv, *v = (const SX_T *)vv;
+    const SX_T alpha = (SX_T)alpha_d, beta = (SX_T)beta_d, gamma = (SX_T)gamma_d;
     SX_T *out = (SX_T *)outv;
-#define SX_P(z) (alpha * SX_NAME(sx_exp)(((z) - shift) - log_sum))
-#define SX_GRAD(z, u, v) (SX_P(z) - (beta * (u) + gamma) * (v))
-#define SX_GRAD_NO_U(z, unused, v) (SX_P(z) - gamma * (v))
-#define SX_GRAD_NO_V(z, u, unused) (SX_P(z) - (beta * (u) + gamma))
-#define SX_GRAD_NONE(z, u, v) (SX_P(z) - gamma)
-    if (u != NULL && v != NULL) {
-        SX_LANE_LOOP(n, z, u, v, SX_GRAD, SX_STORE_OUT, 0);
-        (void)total;
-    } else if (v != NULL) {
-        SX_LANE_LOOP(n, z, v, v, SX_GRAD_NO_U, SX_STORE_OUT, 0);
-        (void)total;
-    } else if (u != NULL) {
-        SX_LANE_LOOP(n, z, u, u, SX_GRAD_NO_V, SX_STORE_OUT, 0);
-        (void)total;
-    } else {
-        SX_LANE_LOOP(n, z, z, z, SX_GRAD_NONE, SX_STORE_OUT, 0);
-        (void)total;
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < n; ++i) {
+        const SX_T coefficient = (u != NULL ? beta * u[i] + gamma : gamma) * (v != NULL ? v[i] : 1);
+        out[i] = alpha * e[i] - coefficient;
     }
-#undef SX_P
-#undef SX_GRAD
-#undef SX_GRAD_NO_U
-#undef SX_GRAD_NO_V
-#undef SX_GRAD_NONE
 }
 
 #undef SX_STORE_OUT
