@@ -5,8 +5,8 @@ cross_entropy(loss + dlogits) against PyTorch F.cross_entropy forward+backward,
 the plain numpy formula and scikit-learn's HalfMultinomialLoss.loss_gradient
 (each when installed); linear_cross_entropy against PyTorch F.linear +
 F.cross_entropy forward+backward and against the bare time of its three GEMMs
-at full size.  Extra peak memory (peak RSS over the inputs, in a fresh
-process per contender).  Writes bench/results/gradients_<machine>.{json,md}.
+at full size.  Extra peak memory: peak resident memory above the inputs
+during one call, in a fresh process per contender (Linux).  Writes bench/results/gradients_<machine>.{json,md}.
 
     python bench/bench_gradients.py
 """
@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -113,16 +112,35 @@ def _inputs(kind, shape, seed=0):
     return (x, W, rng.integers(0, K, N))
 
 
+def _memory_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def measure_extra_peak(call):
+    """Peak resident memory above the current one during call(), in MiB.
+
+    Resets the kernel's high-water mark first (Linux: clear_refs 5), so that
+    earlier peaks (importing torch, making the inputs) do not hide this one.
+    """
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _memory_kib("VmRSS")
+    call()
+    return (_memory_kib("VmHWM") - before) / 1024
+
+
 def _extra_peak_mib(kind, shape, name, threads):
-    """Peak RSS above the inputs for one call of `name`, in a fresh process."""
+    """Extra peak memory of one call of `name`, in a fresh process (None if unavailable)."""
     code = (f"import sys; sys.path[:0] = {sys.path!r}\n"
-            "import resource, bench_gradients as b\n"
+            "import bench_gradients as b\n"
             f"args = b._inputs({kind!r}, {shape!r})\n"
             f"calls = (b.ce_contenders if {kind!r} == 'ce' else b.linear_contenders)(*args, {threads})\n"
             f"if 'torch' in calls: import torch; torch.set_num_threads({threads})\n"
-            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            f"calls[{name!r}]()\n"
-            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n")
+            f"print(b.measure_extra_peak(calls[{name!r}]))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(__file__).parent)
     return float(result.stdout.strip()) if result.returncode == 0 else None
@@ -164,7 +182,7 @@ def main(argv=None):
     lines = ["# softmax_ext gradient benchmark", "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()), "",
              f"float32, {threads} threads, medians in one process; ratios are peer time / softmax_ext time.",
-             "Extra peak: peak RSS above the inputs for one call, each in a fresh process.", "",
+             "Extra peak: peak resident memory above the inputs during one call, each in a fresh process.", "",
              "| case | contender | ms | ratio | extra peak MiB |", "|---|---|---|---|---|"]
     for row in rows:
         ours = row["ms"]["softmax_ext"]

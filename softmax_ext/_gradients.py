@@ -33,8 +33,9 @@ REDUCTIONS = ("mean", "sum", "none")
 # GEMM's inner dimension short and repeat the dW accumulation).
 CHUNK_BYTES = 64 * 2**20
 # dW is accumulated in blocks of classes through a temporary of at most this
-# size (numpy's matmul cannot accumulate into its output).
-DW_BLOCK_BYTES = 4 * 2**20
+# size per worker (numpy's matmul cannot accumulate into its output); 1 MiB
+# ran as fast as 4 MiB at N=2048, D=256, K=32000.
+DW_BLOCK_BYTES = 1 * 2**20
 
 Loss = Union[np.floating, np.ndarray]
 
