@@ -200,6 +200,20 @@ cdef void whole_row(const sx_table *t, int op, const floating *x, const floating
         forward_finish(t, op, x, out, K, shift, total)
 
 
+cdef inline void short_row_softmax_backward(const floating *p, const floating *g, floating *out,
+                                            Py_ssize_t K) noexcept nogil:
+    """p * (g - <g, p>) for a row of K < SHORT_ROW: no exp to amortise, so a
+    plain loop beats both the lane machinery and a transposed tile."""
+    cdef double dot = 0.0
+    cdef floating d
+    cdef Py_ssize_t k
+    for k in range(K):
+        dot += <double>g[k] * p[k]
+    d = <floating>dot
+    for k in range(K):
+        out[k] = p[k] * (g[k] - d)
+
+
 cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating *g,
                       Py_ssize_t ldg, floating *out, Py_ssize_t ldo, floating *lse,
                       Py_ssize_t rows, Py_ssize_t K, int num_threads) noexcept nogil:
@@ -212,6 +226,10 @@ cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating 
     """
     cdef const sx_table *t = table_for(x)
     cdef Py_ssize_t r
+    if K < SHORT_ROW and op == SOFTMAX_BACKWARD:
+        for r in prange(rows, schedule="static", num_threads=num_threads):
+            short_row_softmax_backward(x + r * ldx, g + r * ldg, out + r * ldo, K)
+        return
     if K < SHORT_ROW:
         tiles_kernel(op, x, 0, 1, ldx, g, 0, 1, ldg, out, 0, 1, ldo, lse, 0, 1,
                      1, K, rows, num_threads)
