@@ -32,6 +32,9 @@ REDUCTIONS = ("mean", "sum", "none")
 # 1.38 / 1.32 / 1.17 / 1.13 x the three bare GEMMs (small chunks make the dW
 # GEMM's inner dimension short and repeat the dW accumulation).
 CHUNK_BYTES = 64 * 2**20
+# Rows per chunk at least (when K is very wide), so that GEMMs stay efficient;
+# when even these rows of logits exceed CHUNK_BYTES, classes are chunked too.
+MIN_CHUNK_ROWS = 64
 # dW is accumulated in blocks of classes through a temporary of at most this
 # size per worker (numpy's matmul cannot accumulate into its output); 1 MiB
 # ran as fast as 4 MiB at N=2048, D=256, K=32000.
@@ -373,20 +376,25 @@ def linear_cross_entropy(
     targets = _targets(target, N, K, dtype, w, operator.index(ignore_index))
     scale = 1.0 / targets.denominator if reduction == "mean" and targets.denominator else 1.0
     if chunk_size is None:
-        rows = max(1, CHUNK_BYTES // max(1, K * dtype.itemsize))
+        rows = max(MIN_CHUNK_ROWS, CHUNK_BYTES // max(1, K * dtype.itemsize))
     else:
         rows = operator.index(chunk_size)
         if rows < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     rows = min(rows, max(N, 1))
+    # very wide K: blocks of classes with an online logsumexp (see _kernels)
+    class_width = K if rows * K * dtype.itemsize <= CHUNK_BYTES else \
+        max(1, CHUNK_BYTES // (rows * dtype.itemsize))
     workers = resolve_num_threads(num_threads, rows * K)
     loss_rows = np.empty(N, np.float64)
-    logits = np.empty((rows, K), dtype)
+    logits = np.empty((rows, class_width), dtype)
     dx = np.empty((N, D), dtype) if return_grad else None
     dW = np.zeros((K, D), dtype) if return_grad else None
     db = np.zeros(K, dtype) if return_grad and b_arr is not None else None
     class_block = max(1, min(K, DW_BLOCK_BYTES // max(1, D * dtype.itemsize)))
     dW_blocks = [np.empty((class_block, D), dtype) for _ in range(workers)] if return_grad else None
+    dx_blocks = [np.empty((rows, D), dtype) for _ in range(workers)] \
+        if return_grad and class_width < K else None
 
     def logits_and_gradient(start: int, stop: int, offset: int) -> None:
         """Rows [start, stop) of the batch: logits, loss, dlogits in place, dx."""
@@ -403,16 +411,74 @@ def linear_cross_entropy(
         if return_grad:
             np.matmul(z, W_arr, out=dx[start:stop])
 
-    def accumulate_weights(worker: int, first: int, last: int, start: int, stop: int) -> None:
-        """Classes [first, last) of dW and db from the chunk of rows [start, stop)."""
+    def accumulate_weights(worker: int, first: int, last: int, start: int, stop: int,
+                           logits_first_class: int = 0) -> None:
+        """Classes [first, last) of dW and db from the gradient of rows [start, stop),
+        held in `logits` from class `logits_first_class` on."""
         z = logits[: stop - start]
         for block_start in range(first, last, class_block):
             block_stop = min(last, block_start + class_block)
+            columns = slice(block_start - logits_first_class, block_stop - logits_first_class)
             block = dW_blocks[worker][: block_stop - block_start]
-            np.matmul(z[:, block_start:block_stop].T, x_arr[start:stop], out=block)
+            np.matmul(z[:, columns].T, x_arr[start:stop], out=block)
             dW[block_start:block_stop] += block
             if db is not None:
-                db[block_start:block_stop] += z[:, block_start:block_stop].sum(axis=0)
+                db[block_start:block_stop] += z[:, columns].sum(axis=0)
+
+    def class_block_logits(start: int, stop: int, chunk_start: int, first: int, last: int):
+        """Logits of rows [start, stop) and classes [first, last), in `logits`."""
+        z = logits[start - chunk_start: stop - chunk_start, : last - first]
+        np.matmul(x_arr[start:stop], W_arr[first:last].T, out=z)
+        if b_arr is not None:
+            z += b_arr[first:last]
+        return z
+
+    def wide_chunk(run, start: int, stop: int) -> None:
+        """Rows [start, stop) a block of classes at a time: online logsumexp
+        statistics first, then the loss, then each block's gradient."""
+        stats = np.zeros((stop - start, _kernels.STATS))
+        stats[:, 0] = -np.inf
+        blocks = [(first, min(K, first + class_width)) for first in range(0, K, class_width)]
+        row_parts = _split(start, stop, workers)
+
+        def merge_stats(a: int, b_: int, first: int, last: int) -> None:
+            _kernels.cross_entropy_block_stats(
+                logits=class_block_logits(a, b_, start, first, last), first_class=first,
+                target=None if targets.index is None else targets.index[a:b_],
+                probs=None if targets.probs is None else targets.probs[a:b_, first:last],
+                weight=None if w is None else w[first:last], smoothing=smoothing != 0.0,
+                stats=stats[a - start: b_ - start], num_threads=1)
+
+        for first, last in blocks:
+            run(merge_stats, [(a, b_, first, last) for a, b_ in row_parts])
+        alpha, one_hot = _loss_from_stats(
+            stats, targets, slice(start, stop), w, smoothing, scale, ignore_index, K,
+            loss_rows[start:stop])
+        if not return_grad:
+            return
+        dx[start:stop] = 0
+        row_max = np.ascontiguousarray(stats[:, 0])
+
+        def block_gradient(worker: int, a: int, b_: int, first: int, last: int) -> None:
+            z = class_block_logits(a, b_, start, first, last)
+            rows_slice = slice(a - start, b_ - start)
+            _kernels.cross_entropy_block_grad(
+                logits=z, first_class=first,
+                target=None if targets.index is None else targets.index[a:b_],
+                probs=None if targets.probs is None else targets.probs[a:b_, first:last],
+                weight=None if w is None else w[first:last], shift=row_max[rows_slice],
+                alpha=alpha[rows_slice], one_hot=one_hot[rows_slice],
+                beta=scale * (1.0 - smoothing), gamma=scale * smoothing / K, num_threads=1)
+            if targets.index is not None:
+                z[targets.index[a:b_] == ignore_index] = 0
+            dx_part = dx_blocks[worker][: b_ - a]
+            np.matmul(z, W_arr[first:last], out=dx_part)
+            dx[a:b_] += dx_part
+
+        for first, last in blocks:
+            run(block_gradient, [(i, a, b_, first, last) for i, (a, b_) in enumerate(row_parts)])
+            run(accumulate_weights, [(i, a, b_, start, stop, first)
+                                     for i, (a, b_) in enumerate(_split(first, last, workers))])
 
     # One thread pool at a time: BLAS runs single-threaded inside `workers`
     # Python threads, each also running the cross-entropy kernel on one
@@ -421,6 +487,9 @@ def linear_cross_entropy(
     with threadpool_limits(limits=1, user_api="blas"), _worker_pool(workers) as run:
         for start in range(0, N, rows):
             stop = min(N, start + rows)
+            if class_width < K:
+                wide_chunk(run, start, stop)
+                continue
             run(logits_and_gradient, [(a, b_, start) for a, b_ in _split(start, stop, workers)])
             if return_grad:
                 run(accumulate_weights, [(i, a, b_, start, stop)
@@ -429,6 +498,38 @@ def linear_cross_entropy(
     if not return_grad:
         return loss
     return loss, (dx, dW, db)
+
+
+def _loss_from_stats(stats: np.ndarray, targets: _Targets, rows: slice, w: Optional[np.ndarray],
+                     smoothing: float, scale: float, ignore_index: int, K: int,
+                     loss_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row losses (into loss_out) from merged block statistics, and the
+    per-row gradient factors alpha = scale * C / s and one_hot = scale (1 - e) w_y.
+
+    With m the row max, s = sum exp(z - m), C = sum_k c_k:
+    loss = C log s + sum_k c_k (m - z_k), each term formed from differences
+    with m so that huge logits cancel exactly.
+    """
+    m, s = stats[:, 0], stats[:, 1]
+    weight_sum = float(K) if w is None else float(np.sum(w, dtype=np.float64))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        log_s = np.log(s)
+        smooth_term = smoothing / K * (m * weight_sum - stats[:, 3]) if smoothing else 0.0
+        if targets.index is not None:
+            index = targets.index[rows]
+            kept = index != ignore_index
+            w_y = np.where(kept, 1.0 if w is None else w[np.where(kept, index, 0)].astype(np.float64), 0.0)
+            total_c = (1.0 - smoothing) * w_y + smoothing / K * weight_sum
+            loss = total_c * log_s + (1.0 - smoothing) * w_y * (m - stats[:, 2]) + smooth_term
+            loss_out[...] = np.where(kept, loss, 0.0)
+            one_hot = scale * (1.0 - smoothing) * w_y
+        else:
+            mass = stats[:, 4]
+            total_c = (1.0 - smoothing) * mass + smoothing / K * weight_sum
+            loss_out[...] = total_c * log_s + (1.0 - smoothing) * (m * mass - stats[:, 2]) + smooth_term
+            one_hot = np.zeros(len(m))
+        alpha = scale * total_c / s
+    return alpha, one_hot
 
 
 def _split(start: int, stop: int, parts: int) -> list[tuple[int, int]]:

@@ -11,6 +11,8 @@ class Op(IntEnum):
     SOFTMAX_BACKWARD = 3
     LOG_SOFTMAX_BACKWARD = 4
 
+STATS: int
+
 def openmp_enabled() -> bool: ...
 def omp_max_threads() -> int: ...
 def cpu_isa() -> str: ...
@@ -35,3 +37,43 @@ def cols(
     lse: Optional[np.ndarray] = ...,
     num_threads: int,
 ) -> None: ...
+def cross_entropy(
+    *,
+    logits: np.ndarray,
+    target: Optional[np.ndarray] = ...,
+    probs: Optional[np.ndarray] = ...,
+    weight: Optional[np.ndarray] = ...,
+    ignore_index: int = ...,
+    smoothing: float = ...,
+    grad_scale: float = ...,
+    loss: np.ndarray,
+    grad: Optional[np.ndarray] = ...,
+    num_threads: int,
+) -> None: ...
+def cross_entropy_block_stats(
+    *,
+    logits: np.ndarray,
+    first_class: int,
+    target: Optional[np.ndarray] = ...,
+    probs: Optional[np.ndarray] = ...,
+    weight: Optional[np.ndarray] = ...,
+    smoothing: bool,
+    stats: np.ndarray,
+    num_threads: int,
+) -> None: ...
+def cross_entropy_block_grad(
+    *,
+    logits: np.ndarray,
+    first_class: int,
+    target: Optional[np.ndarray] = ...,
+    probs: Optional[np.ndarray] = ...,
+    weight: Optional[np.ndarray] = ...,
+    shift: np.ndarray,
+    alpha: np.ndarray,
+    one_hot: np.ndarray,
+    beta: float,
+    gamma: float,
+    num_threads: int,
+) -> None: ...
+def softmax_jacobian(*, p: np.ndarray, out: np.ndarray, num_threads: int) -> None: ...
+def softmax_weight_jacobian(*, p: np.ndarray, x: np.ndarray, out: np.ndarray, num_threads: int) -> None: ...

@@ -22,7 +22,7 @@
 # primitives sum in exactly that chunked order, so both routes give the same
 # bits and the result never depends on num_threads.
 from cython.parallel cimport parallel, prange
-from libc.math cimport isfinite, log
+from libc.math cimport INFINITY, NAN, exp, isfinite, log
 from libc.stdlib cimport free, malloc
 
 ctypedef fused floating:
@@ -727,3 +727,120 @@ def softmax_weight_jacobian(*, const floating[:, ::1] p, const floating[:, ::1] 
                 coefficient = p[n, j] * ((1 if i == j else 0) - p[n, i])
                 for d in range(D):
                     out[n, j, i, d] = coefficient * x[n, d]
+
+
+# ---- cross-entropy over blocks of classes (very wide K) --------------------------
+#
+# When even a few rows of logits are too many to hold, linear_cross_entropy
+# computes them one block of classes at a time, twice: a first pass merges per
+# row the online logsumexp (running max m, sum s of exp(z - m)) and the raw
+# dot products the loss needs; the loss follows from those; a second pass
+# recomputes each block and turns it into its gradient.
+# STATS columns, per row (float64):
+DEF STAT_MAX = 0        # running max m
+DEF STAT_SUM = 1        # sum of exp(z - m)
+DEF STAT_TARGET = 2     # index target: z_y;  probabilities: sum_k t_k w_k z_k
+DEF STAT_SMOOTH = 3     # sum_k w_k z_k (with label smoothing)
+DEF STAT_MASS = 4       # probabilities: sum_k t_k w_k
+STATS = 5
+
+
+def cross_entropy_block_stats(*, const floating[:, :] logits, Py_ssize_t first_class,
+                              const Py_ssize_t[::1] target=None, const floating[:, :] probs=None,
+                              const floating[::1] weight=None, bint smoothing,
+                              double[:, ::1] stats, int num_threads):
+    """Merge classes [first_class, first_class + logits.shape[1]) of every row
+    into `stats` (N, 5).  `probs` and `weight` hold the same classes only."""
+    cdef Py_ssize_t size = sizeof(floating), N = logits.shape[0], Kb = logits.shape[1], r, y
+    cdef Py_ssize_t ldz = logits.strides[0] // size, ldp = 0
+    cdef const floating *z0
+    cdef const floating *p0 = NULL
+    cdef const floating *w0 = NULL
+    cdef const Py_ssize_t *y0 = NULL
+    cdef const sx_table *t
+    cdef double block_max, block_sum, m, weight_block_sum = Kb
+    cdef Py_ssize_t k
+    for name, view in (("logits", logits), ("probs", probs)):
+        if view is not None:
+            check_unit_stride(name, view.strides[1], view.shape[1], size)
+    if stats.shape[0] != N or stats.shape[1] != STATS:
+        raise ValueError("stats must have shape (N, 5)")
+    if N == 0 or Kb == 0:
+        return
+    z0 = &logits[0, 0]
+    t = table_for(z0)
+    if weight is not None:
+        w0 = &weight[0]
+        weight_block_sum = 0.0
+        for k in range(Kb):
+            weight_block_sum += weight[k]
+    if probs is not None:
+        p0, ldp = &probs[0, 0], probs.strides[0] // size
+    elif target is not None:
+        y0 = &target[0]
+    with nogil:
+        for r in prange(N, schedule="static", num_threads=num_threads):
+            block_max = t.row_max(z0 + r * ldz, Kb)
+            m = stats[r, STAT_MAX]
+            if block_max == -INFINITY:
+                # only -inf (adds nothing) or NaN (must reach the loss) here
+                if t.row_exp_sum(z0 + r * ldz, NULL, Kb, 0.0) != 0:
+                    stats[r, STAT_SUM] = NAN
+            else:
+                block_sum = t.row_exp_sum(z0 + r * ldz, NULL, Kb, block_max)
+                if block_max > m:
+                    stats[r, STAT_SUM] = stats[r, STAT_SUM] * exp(m - block_max) + block_sum
+                    stats[r, STAT_MAX] = block_max
+                else:
+                    stats[r, STAT_SUM] += block_sum * exp(block_max - m)
+            if y0 != NULL:
+                y = y0[r] - first_class
+                if 0 <= y < Kb:
+                    stats[r, STAT_TARGET] = z0[r * ldz + y]
+            elif p0 != NULL:
+                # the block max comes off before the products and back on in double
+                stats[r, STAT_TARGET] += t.row_dot(z0 + r * ldz, p0 + r * ldp, w0, Kb, block_max) \
+                    + block_max * t.row_dot(p0 + r * ldp, w0, NULL, Kb, 0.0)
+                stats[r, STAT_MASS] += t.row_dot(p0 + r * ldp, w0, NULL, Kb, 0.0)
+            if smoothing:
+                stats[r, STAT_SMOOTH] += t.row_dot(z0 + r * ldz, w0, NULL, Kb, block_max) \
+                    + block_max * weight_block_sum
+
+
+def cross_entropy_block_grad(*, floating[:, :] logits, Py_ssize_t first_class,
+                             const Py_ssize_t[::1] target=None, const floating[:, :] probs=None,
+                             const floating[::1] weight=None, const double[::1] shift,
+                             const double[::1] alpha, const double[::1] one_hot, double beta,
+                             double gamma, int num_threads):
+    """Overwrite a block of logits with its gradient, from per-row `shift`
+    (the row max), alpha = scale * C / s and the index-target term `one_hot`:
+    grad = alpha exp(z - shift) - (beta t + gamma) w, minus one_hot at y."""
+    cdef Py_ssize_t size = sizeof(floating), N = logits.shape[0], Kb = logits.shape[1], r, y
+    cdef Py_ssize_t ldz = logits.strides[0] // size, ldp = 0
+    cdef floating *z0
+    cdef const floating *p0 = NULL
+    cdef const floating *w0 = NULL
+    cdef const Py_ssize_t *y0 = NULL
+    cdef const sx_table *t
+    for name, view in (("logits", logits), ("probs", probs)):
+        if view is not None:
+            check_unit_stride(name, view.strides[1], view.shape[1], size)
+    if N == 0 or Kb == 0:
+        return
+    z0 = &logits[0, 0]
+    t = table_for(z0)
+    if weight is not None:
+        w0 = &weight[0]
+    if probs is not None:
+        p0, ldp = &probs[0, 0], probs.strides[0] // size
+    elif target is not None:
+        y0 = &target[0]
+    with nogil:
+        for r in prange(N, schedule="static", num_threads=num_threads):
+            t.row_exp_sum(z0 + r * ldz, z0 + r * ldz, Kb, shift[r])
+            t.row_xent_grad(z0 + r * ldz, at(p0, r * ldp), w0, z0 + r * ldz, Kb, alpha[r],
+                            beta if p0 != NULL else 0.0, gamma)
+            if y0 != NULL:
+                y = y0[r] - first_class
+                if 0 <= y < Kb:
+                    z0[r * ldz + y] -= <floating>one_hot[r]

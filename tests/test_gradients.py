@@ -367,3 +367,48 @@ def test_weight_grad_shapes_and_errors(rng):
         sx.weight_grad(x, d[:4])
     with pytest.raises(ValueError):
         sx.softmax_weight_jacobian(x, np.ones((4, 2)))
+
+
+@pytest.fixture
+def tiny_chunk_budget(monkeypatch):
+    """Make every problem 'very wide': classes are processed in blocks."""
+    from softmax_ext import _gradients
+
+    monkeypatch.setattr(_gradients, "CHUNK_BYTES", 4096)
+
+
+@pytest.mark.parametrize("kind", ["index", "probs"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("chunk_size", [None, 7, 20])
+def test_class_blocks_online_logsumexp_match_whole_rows(rng, kind, weighted, smoothing, reduction,
+                                                        chunk_size, monkeypatch):
+    from softmax_ext import _gradients
+
+    x, W, b, y = _linear_problem(rng, N=50, D=8, K=40)
+    target = y if kind == "index" else rng.dirichlet(np.ones(40), 50)
+    options = dict(weight=rng.uniform(0.5, 1.5, 40) if weighted else None, label_smoothing=smoothing,
+                   reduction=reduction)
+    want_loss, want_grads = sx.linear_cross_entropy(x, W, target, b, **options)
+    monkeypatch.setattr(_gradients, "CHUNK_BYTES", 4096)  # 40 classes * 8 bytes * 20 rows > 4096
+    loss, grads = sx.linear_cross_entropy(x, W, target, b, chunk_size=chunk_size, **options)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-12, atol=1e-14)
+    for got, want in zip(grads, want_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-14)
+    loss_only = sx.linear_cross_entropy(x, W, target, b, return_grad=False, chunk_size=chunk_size,
+                                        **options)
+    np.testing.assert_allclose(loss_only, loss, rtol=1e-13)
+
+
+def test_class_blocks_keep_huge_logits_and_nan(rng, tiny_chunk_budget):
+    x = np.array([[1.0], [1.0]], np.float32)
+    W = np.linspace(1e8, 1e8 + 64, 40, dtype=np.float32)[:, None]  # logits 1e8-scale, 40 classes
+    y = np.array([3, 39])
+    z = (x @ W.T).astype(np.float64)
+    want = sx.cross_entropy(z - z.max(axis=1, keepdims=True), y, label_smoothing=0.1, reduction="none")
+    loss = sx.linear_cross_entropy(x, W, y, label_smoothing=0.1, reduction="none", return_grad=False)
+    np.testing.assert_allclose(loss, want, rtol=1e-5)
+    x_nan = np.array([[np.nan], [1.0]])
+    loss = sx.linear_cross_entropy(x_nan, np.ones((40, 1)), [0, 1], reduction="none", return_grad=False)
+    assert np.isnan(loss[0]) and np.isfinite(loss[1])
