@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -174,11 +172,6 @@ def main(argv=None):
         if "3 GEMMs" in row["ms"]:
             summary[label]["time over 3 GEMMs"] = ours / row["ms"]["3 GEMMs"]
     print(json.dumps(summary, indent=1))
-    os.makedirs(args.results, exist_ok=True)
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{machine['logical_cpus']}cpu-{machine['cpu']}").strip("-")
-    stem = Path(args.results) / f"gradients_{slug}"
-    with open(f"{stem}.json", "w") as f:
-        json.dump({"machine": machine, "rows": rows, "summary": summary}, f, indent=1)
     lines = ["# softmax_ext gradient benchmark", "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()), "",
              f"float32, {threads} threads, medians in one process; ratios are peer time / softmax_ext time.",
@@ -190,8 +183,8 @@ def main(argv=None):
             peak = row["extra_peak_mib"][name]
             lines.append(f"| {row['kind']} {tuple(row['shape'])} | {name} | {t:.1f} | {t / ours:.2f}x | "
                          f"{'-' if peak is None else f'{peak:.0f}'} |")
-    with open(f"{stem}.md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    stem = _bench.write_results(args.results, "gradients", machine, {"rows": rows, "summary": summary},
+                                "\n".join(lines) + "\n")
     print(f"wrote {stem}.json, {stem}.md")
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -154,13 +152,8 @@ def main(argv=None):
     rows = run(ops, dtypes, cases, thread_counts)
     summary = summarize(rows)
     print(json.dumps(summary, indent=2))
-    os.makedirs(args.results, exist_ok=True)
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{machine['logical_cpus']}cpu-{machine['cpu']}").strip("-")
-    stem = Path(args.results) / f"softmax_{slug}{'_quick' if args.quick else ''}"
-    with open(f"{stem}.json", "w") as f:
-        json.dump({"machine": machine, "summary": summary, "rows": rows}, f, indent=1)
-    with open(f"{stem}.md", "w") as f:
-        f.write(markdown(machine, rows, summary))
+    stem = _bench.write_results(args.results, "softmax_quick" if args.quick else "softmax", machine,
+                                {"summary": summary, "rows": rows}, markdown(machine, rows, summary))
     plotted = plot(rows, f"{stem}.png")
     print(f"wrote {stem}.json, {stem}.md" + (f", {stem}.png" if plotted else ""))
 

@@ -165,5 +165,17 @@ def machine_description() -> dict[str, object]:
     }
 
 
-def speedup(base: Optional[float], ours: float) -> Optional[float]:
-    return None if base is None else base / ours
+def write_results(results_dir: str, prefix: str, machine: dict[str, object],
+                  data: dict[str, object], markdown: str) -> str:
+    """Write <results_dir>/<prefix>_<machine>.json and .md; returns the path stem."""
+    import json
+    import re
+
+    os.makedirs(results_dir, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{machine['logical_cpus']}cpu-{machine['cpu']}").strip("-")
+    stem = os.path.join(results_dir, f"{prefix}_{slug}")
+    with open(f"{stem}.json", "w") as f:
+        json.dump({"machine": machine, **data}, f, indent=1)
+    with open(f"{stem}.md", "w") as f:
+        f.write(markdown)
+    return stem

@@ -167,6 +167,10 @@ class _Targets:
     probs: Optional[np.ndarray]  # class probabilities (N, K), or None
     denominator: float  # what reduction="mean" divides by
 
+    def grad_scale(self, reduction: str) -> float:
+        """Factor of the per-row gradients: 1 / denominator for "mean"."""
+        return 1.0 / self.denominator if reduction == "mean" and self.denominator else 1.0
+
 
 def _check_options(label_smoothing: float, reduction: str) -> float:
     if reduction not in REDUCTIONS:
@@ -241,7 +245,7 @@ def cross_entropy(
     reduction: str = "mean",
     return_grad: bool = False,
     num_threads: Optional[int] = None,
-):
+) -> Union[Loss, tuple[Loss, np.ndarray]]:
     r"""Cross-entropy of logits against targets, as ``torch.nn.functional.cross_entropy``.
 
     With :math:`\log p = \mathrm{log\_softmax}(z)`, class weights :math:`w`
@@ -295,7 +299,7 @@ def cross_entropy(
     N, K = z.shape
     w = _class_weight(weight, K, z.dtype)
     targets = _targets(target, N, K, z.dtype, w, operator.index(ignore_index))
-    scale = 1.0 / targets.denominator if reduction == "mean" and targets.denominator else 1.0
+    scale = targets.grad_scale(reduction)
     z = _rows_contiguous(z)
     loss_rows = np.empty(N, np.float64)
     grad = np.empty_like(z, order="C") if return_grad else None
@@ -324,7 +328,7 @@ def linear_cross_entropy(
     return_grad: bool = True,
     chunk_size: Optional[int] = None,
     num_threads: Optional[int] = None,
-):
+) -> Union[Loss, tuple[Loss, tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]]]:
     r"""Cross-entropy of the linear layer z = x W^T + b, without holding all N x K logits.
 
     Computes ``cross_entropy(x @ W.T + b, target, ...)`` and its gradients
@@ -383,7 +387,7 @@ def linear_cross_entropy(
     dtype = x_arr.dtype
     w = _class_weight(weight, K, dtype)
     targets = _targets(target, N, K, dtype, w, operator.index(ignore_index))
-    scale = 1.0 / targets.denominator if reduction == "mean" and targets.denominator else 1.0
+    scale = targets.grad_scale(reduction)
     if chunk_size is None:
         rows = max(MIN_CHUNK_ROWS, CHUNK_BYTES // max(1, K * dtype.itemsize))
     else:

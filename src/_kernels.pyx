@@ -628,6 +628,35 @@ cdef void xent_short_rows(const sx_table *t, const floating *z, Py_ssize_t ldz, 
     copy_tile(tile, w, 1, grad, 1, ldg, K, w)       # grad[j, k] = tile[k, j]
 
 
+cdef int xent_operands(const floating[:, :] logits, const Py_ssize_t[::1] target,
+                       const floating[:, :] probs, const floating[::1] weight,
+                       const floating **z0, Py_ssize_t *ldz, const Py_ssize_t **y0,
+                       const floating **p0, Py_ssize_t *ldp, const floating **w0,
+                       double *weight_sum) except -1:
+    """Check the cross-entropy operands and give their pointers, row strides
+    (in elements) and the sum of the class weights; 1 when there is nothing
+    to compute (no rows or no classes), else 0."""
+    cdef Py_ssize_t size = sizeof(floating), k
+    for name, view in (("logits", logits), ("probs", probs)):
+        if view is not None:
+            check_unit_stride(name, view.strides[1], view.shape[1], size)
+    if logits.shape[0] == 0 or logits.shape[1] == 0:
+        return 1
+    z0[0], ldz[0] = &logits[0, 0], logits.strides[0] // size
+    y0[0], p0[0], ldp[0], w0[0] = NULL, NULL, 0, NULL
+    weight_sum[0] = logits.shape[1]
+    if weight is not None:
+        w0[0] = &weight[0]
+        weight_sum[0] = 0.0
+        for k in range(weight.shape[0]):
+            weight_sum[0] += weight[k]
+    if probs is not None:
+        p0[0], ldp[0] = &probs[0, 0], probs.strides[0] // size
+    elif target is not None:
+        y0[0] = &target[0]
+    return 0
+
+
 def cross_entropy(*, const floating[:, :] logits, const Py_ssize_t[::1] target=None,
                   const floating[:, :] probs=None, const floating[::1] weight=None,
                   Py_ssize_t ignore_index=-100, double smoothing=0.0, double grad_scale=1.0,
@@ -641,35 +670,23 @@ def cross_entropy(*, const floating[:, :] logits, const Py_ssize_t[::1] target=N
     """
     cdef Py_ssize_t size = sizeof(floating)
     cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], r, k, y
-    cdef Py_ssize_t ldg = 0, ldp = 0
+    cdef Py_ssize_t ldz, ldp, ldg = 0
     cdef const floating *z0
-    cdef const floating *p0 = NULL
-    cdef const floating *w0 = NULL
+    cdef const floating *p0
+    cdef const floating *w0
     cdef floating *g0 = NULL
-    cdef const Py_ssize_t *y0 = NULL
-    cdef double weight_sum = K
+    cdef const Py_ssize_t *y0
+    cdef double weight_sum
     cdef const sx_table *t
     if (target is None) == (probs is None):
         raise ValueError("give exactly one of target and probs")
-    for name, view in (("logits", logits), ("probs", probs), ("grad", grad)):
-        if view is not None:
-            check_unit_stride(name, view.strides[1], view.shape[1], size)
-    if N == 0 or K == 0:
+    if grad is not None:
+        check_unit_stride("grad", grad.strides[1], grad.shape[1], size)
+    if xent_operands(logits, target, probs, weight, &z0, &ldz, &y0, &p0, &ldp, &w0, &weight_sum):
         return
-    z0 = &logits[0, 0]
     t = table_for(z0)
-    if weight is not None:
-        w0 = &weight[0]
-        weight_sum = 0.0
-        for k in range(K):
-            weight_sum += weight[k]
-    if probs is not None:
-        p0, ldp = &probs[0, 0], probs.strides[0] // size
-    else:
-        y0 = &target[0]
     if grad is not None:
         g0, ldg = &grad[0, 0], grad.strides[0] // size
-    cdef Py_ssize_t ldz = logits.strides[0] // size
     if K < SHORT_ROW:
         with nogil:
             for r in prange((N + XENT_TILE - 1) // XENT_TILE, schedule="static",
@@ -751,33 +768,19 @@ def cross_entropy_block_stats(*, const floating[:, :] logits, Py_ssize_t first_c
                               double[:, ::1] stats, int num_threads):
     """Merge classes [first_class, first_class + logits.shape[1]) of every row
     into `stats` (N, 5).  `probs` and `weight` hold the same classes only."""
-    cdef Py_ssize_t size = sizeof(floating), N = logits.shape[0], Kb = logits.shape[1], r, y
-    cdef Py_ssize_t ldz = logits.strides[0] // size, ldp = 0
+    cdef Py_ssize_t N = logits.shape[0], Kb = logits.shape[1], r, y, ldz, ldp
     cdef const floating *z0
-    cdef const floating *p0 = NULL
-    cdef const floating *w0 = NULL
-    cdef const Py_ssize_t *y0 = NULL
+    cdef const floating *p0
+    cdef const floating *w0
+    cdef const Py_ssize_t *y0
     cdef const sx_table *t
-    cdef double block_max, block_sum, m, weight_block_sum = Kb
-    cdef Py_ssize_t k
-    for name, view in (("logits", logits), ("probs", probs)):
-        if view is not None:
-            check_unit_stride(name, view.strides[1], view.shape[1], size)
+    cdef double block_max, block_sum, m, weight_block_sum
     if stats.shape[0] != N or stats.shape[1] != STATS:
         raise ValueError("stats must have shape (N, 5)")
-    if N == 0 or Kb == 0:
+    if xent_operands(logits, target, probs, weight, &z0, &ldz, &y0, &p0, &ldp, &w0,
+                     &weight_block_sum):
         return
-    z0 = &logits[0, 0]
     t = table_for(z0)
-    if weight is not None:
-        w0 = &weight[0]
-        weight_block_sum = 0.0
-        for k in range(Kb):
-            weight_block_sum += weight[k]
-    if probs is not None:
-        p0, ldp = &probs[0, 0], probs.strides[0] // size
-    elif target is not None:
-        y0 = &target[0]
     with nogil:
         for r in prange(N, schedule="static", num_threads=num_threads):
             block_max = t.row_max(z0 + r * ldz, Kb)
@@ -815,26 +818,19 @@ def cross_entropy_block_grad(*, floating[:, :] logits, Py_ssize_t first_class,
     """Overwrite a block of logits with its gradient, from per-row `shift`
     (the row max), alpha = scale * C / s and the index-target term `one_hot`:
     grad = alpha exp(z - shift) - (beta t + gamma) w, minus one_hot at y."""
-    cdef Py_ssize_t size = sizeof(floating), N = logits.shape[0], Kb = logits.shape[1], r, y
-    cdef Py_ssize_t ldz = logits.strides[0] // size, ldp = 0
+    cdef Py_ssize_t N = logits.shape[0], Kb = logits.shape[1], r, y, ldz, ldp
+    cdef const floating *logits0
     cdef floating *z0
-    cdef const floating *p0 = NULL
-    cdef const floating *w0 = NULL
-    cdef const Py_ssize_t *y0 = NULL
+    cdef const floating *p0
+    cdef const floating *w0
+    cdef const Py_ssize_t *y0
     cdef const sx_table *t
-    for name, view in (("logits", logits), ("probs", probs)):
-        if view is not None:
-            check_unit_stride(name, view.strides[1], view.shape[1], size)
-    if N == 0 or Kb == 0:
+    cdef double unused_weight_sum
+    if xent_operands(logits, target, probs, weight, &logits0, &ldz, &y0, &p0, &ldp, &w0,
+                     &unused_weight_sum):
         return
-    z0 = &logits[0, 0]
-    t = table_for(z0)
-    if weight is not None:
-        w0 = &weight[0]
-    if probs is not None:
-        p0, ldp = &probs[0, 0], probs.strides[0] // size
-    elif target is not None:
-        y0 = &target[0]
+    z0 = &logits[0, 0]  # the writable view of the same memory
+    t = table_for(logits0)
     with nogil:
         for r in prange(N, schedule="static", num_threads=num_threads):
             t.row_exp_sum(z0 + r * ldz, z0 + r * ldz, Kb, shift[r])
