@@ -9,7 +9,15 @@ Cython + OpenMP kernels with runtime SIMD dispatch behind a numpy-style API::
 
 import os as _os
 
-from . import _kernels
+try:
+    from . import _kernels
+except ImportError as _error:  # pragma: no cover - depends on how it is run
+    raise ImportError(
+        f"softmax_ext was imported from {_os.path.dirname(__file__)}, which has no compiled "
+        "kernels: this is the source folder. Run from another folder or with `python -I` "
+        "(which keeps the current folder off sys.path), or build in place with "
+        "`python setup.py build_ext --inplace`."
+    ) from _error
 from ._config import show_config
 from ._core import log_softmax, log_softmax_backward, logsumexp, softmax, softmax_backward
 from ._gradients import (

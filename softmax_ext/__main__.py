@@ -56,6 +56,38 @@ def self_check() -> bool:
     return ok
 
 
+def gradient_self_check() -> bool:
+    """cross_entropy and linear_cross_entropy against the plain formulas."""
+    from ._gradients import cross_entropy, linear_cross_entropy
+
+    print("\nGradient self-check (loss and gradients against numpy formulas):")
+    ok = True
+    rng = np.random.default_rng(1)
+    N, D, K = 300, 20, 37  # K >= 32: whole rows; the tests cover every path
+    for dtype, tolerance in ((np.float32, 2e-5), (np.float64, 1e-12)):
+        x = rng.standard_normal((N, D)).astype(dtype)
+        W = (rng.standard_normal((K, D)) * 0.3).astype(dtype)
+        y = rng.integers(0, K, N)
+        z = x.astype(np.float64) @ W.T.astype(np.float64)
+        logp = _bench.numpy_log_softmax(z, 1)
+        want_loss = -logp[np.arange(N), y].mean()
+        want_dz = np.exp(logp)
+        want_dz[np.arange(N), y] -= 1
+        want_dz /= N
+        loss, dz = cross_entropy(z.astype(dtype), y, return_grad=True)
+        lin_loss, (dx, dW, _) = linear_cross_entropy(x, W, y, chunk_size=64)
+        errors = [abs(float(loss) - want_loss), abs(float(lin_loss) - want_loss),
+                  float(np.max(np.abs(dz - want_dz))) * N,
+                  float(np.max(np.abs(dx - want_dz @ W.astype(np.float64)))) * N,
+                  float(np.max(np.abs(dW - want_dz.T @ x.astype(np.float64)))) * N]
+        worst = max(errors) / max(1.0, abs(want_loss))
+        passed = worst <= tolerance
+        ok &= passed
+        print(f"  {np.dtype(dtype).name:<8} cross_entropy, linear_cross_entropy ({N}x{D} -> {K})  "
+              f"max error {worst:.1e}  {'ok' if passed else 'FAILED'}")
+    return ok
+
+
 def short_benchmark(repeat_seconds: float) -> None:
     threads = get_num_threads()
     _bench.set_peer_threads(threads)
@@ -79,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     print("softmax_ext configuration:")
     show_config()
     ok = self_check()
+    ok &= gradient_self_check()
     print("self-check:", "PASSED" if ok else "FAILED")
     if not args.no_bench:
         short_benchmark(repeat_seconds=0.1)

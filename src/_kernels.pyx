@@ -614,13 +614,17 @@ cdef void xent_short_rows(const sx_table *t, const floating *z, Py_ssize_t ldz, 
         gamma[j] = <floating>(grad_scale * share) if kept else 0
     if grad == NULL:
         return
-    for k in range(K):
-        v_k = weight[k] if weight != NULL else 1
-        for j in range(w):
-            tile[k * w + j] = alpha[j] * tile[k * w + j] - gamma[j] * v_k
-        if probs != NULL:
+    if probs == NULL and smoothing == 0.0:  # the common case: alpha p - one-hot
+        t.col_scale(tile, w, tile, w, K, w, alpha)
+    else:
+        for k in range(K):
+            v_k = weight[k] if weight != NULL else 1
             for j in range(w):
-                tile[k * w + j] -= <floating>(grad_scale * (1.0 - smoothing)) * probs[j * ldp + k] * v_k
+                tile[k * w + j] = alpha[j] * tile[k * w + j] - gamma[j] * v_k
+            if probs != NULL:
+                for j in range(w):
+                    tile[k * w + j] -= (<floating>(grad_scale * (1.0 - smoothing))
+                                        * probs[j * ldp + k] * v_k)
     if probs == NULL:
         for j in range(w):
             if target[j] != ignore_index:
