@@ -412,3 +412,19 @@ def test_class_blocks_keep_huge_logits_and_nan(rng, tiny_chunk_budget):
     x_nan = np.array([[np.nan], [1.0]])
     loss = sx.linear_cross_entropy(x_nan, np.ones((40, 1)), [0, 1], reduction="none", return_grad=False)
     assert np.isnan(loss[0]) and np.isfinite(loss[1])
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_linear_cross_entropy_does_not_depend_on_threads(rng, wide, monkeypatch):
+    from softmax_ext import _gradients
+
+    if wide:
+        monkeypatch.setattr(_gradients, "CHUNK_BYTES", 4096)  # blocks of classes too
+    x, W, b, y = (a.astype(np.float32) if a.dtype.kind == "f" else a
+                  for a in _linear_problem(rng, N=90, D=12, K=70))
+    first_loss, first_grads = sx.linear_cross_entropy(x, W, y, b, chunk_size=40, num_threads=1)
+    for threads in (2, 3):
+        loss, grads = sx.linear_cross_entropy(x, W, y, b, chunk_size=40, num_threads=threads)
+        np.testing.assert_allclose(loss, first_loss, rtol=1e-6)
+        for got, want in zip(grads, first_grads):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
