@@ -19,6 +19,15 @@ def isa(request):
 
 
 @pytest.fixture
+def exact_threads(monkeypatch):
+    """num_threads=n really runs n threads, even on inputs small enough that
+    the library would otherwise use fewer."""
+    from softmax_ext import _threads
+
+    monkeypatch.setattr(_threads, "MIN_ELEMENTS_PER_THREAD", 1)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(12345)
 

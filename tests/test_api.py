@@ -151,7 +151,8 @@ def test_show_config_reports(capsys):
 
 def test_concurrent_calls_from_python_threads():
     rng = np.random.default_rng(9)
-    inputs = [rng.standard_normal((64 + i, 500 + 37 * i)).astype(np.float32) for i in range(4)]
+    # each large enough (> 2 x 32768 elements) for two OpenMP threads per call
+    inputs = [rng.standard_normal((256 + i, 500 + 37 * i)).astype(np.float32) for i in range(4)]
     expected = [sx.softmax(x, num_threads=1) for x in inputs]
     failures = []
 

@@ -19,7 +19,7 @@ SHAPES_AXES = [((17,), 0), ((13, 40), 0), ((13, 40), -1), ((70, 5), 1), ((4, 5, 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape,axis", SHAPES_AXES)
 @pytest.mark.parametrize("num_threads", [1, 2])
-def test_backward_matches_reference(rng, dtype, layout, shape, axis, num_threads):
+def test_backward_matches_reference(rng, exact_threads, dtype, layout, shape, axis, num_threads):
     z = rng.standard_normal(shape) * 3
     p = ref.softmax(z, axis).astype(dtype)
     logp = ref.log_softmax(z, axis).astype(dtype)

@@ -39,7 +39,7 @@ def _values(rng, shape, dtype, scale=4.0):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape,axis", SHAPES_AXES)
 @pytest.mark.parametrize("num_threads", [1, 2])
-def test_forward_matches_reference(rng, dtype, layout, shape, axis, num_threads):
+def test_forward_matches_reference(rng, exact_threads, dtype, layout, shape, axis, num_threads):
     values = _values(rng, shape, dtype)
     x = in_layout(values, layout)
     for func, reference in FORWARD:
@@ -271,10 +271,14 @@ def test_exp_special_values(dtype):
 
 def test_results_are_bitwise_identical_across_threads_shapes():
     """Also covers rows split between threads (few long rows) and short rows."""
+    from softmax_ext import _threads
+
     rng = np.random.default_rng(5)
-    cases = [((16, 40000), -1), ((3, 100_000), -1), ((1000, 10), -1), ((300, 70), 0),
-             ((257, 129), -1), ((5, 64, 70), 1)]
+    # each at least 8 x 32768 elements, so that every thread count asked for is used
+    cases = [((16, 40000), -1), ((3, 100_000), -1), ((30000, 10), -1), ((4000, 70), 0),
+             ((2100, 129), -1), ((60, 64, 70), 1)]
     for shape, axis in cases:
+        assert _threads.resolve_num_threads(8, int(np.prod(shape))) == 8
         x = (rng.standard_normal(shape) * 3).astype(np.float32)
         g = rng.standard_normal(shape).astype(np.float32)
         for func in (sx.softmax, sx.log_softmax, sx.logsumexp):

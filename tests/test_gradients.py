@@ -153,8 +153,12 @@ def test_single_sample_logits():
 
 @pytest.mark.parametrize("K", [10, 257])
 def test_cross_entropy_is_bitwise_identical_across_threads(rng, K):
-    z = rng.standard_normal((3000, K)).astype(np.float32)
-    y = rng.integers(0, K, 3000)
+    from softmax_ext import _threads
+
+    N = 4 * 32768 // K + 1  # enough work for 4 threads
+    assert _threads.resolve_num_threads(4, N * K) == 4
+    z = rng.standard_normal((N, K)).astype(np.float32)
+    y = rng.integers(0, K, N)
     first = sx.cross_entropy(z, y, label_smoothing=0.1, return_grad=True, num_threads=1)
     for threads in (2, 3, 4):
         loss, grad = sx.cross_entropy(z, y, label_smoothing=0.1, return_grad=True, num_threads=threads)
@@ -416,15 +420,17 @@ def test_class_blocks_keep_huge_logits_and_nan(rng, tiny_chunk_budget):
 
 @pytest.mark.parametrize("wide", [False, True])
 def test_linear_cross_entropy_does_not_depend_on_threads(rng, wide, monkeypatch):
-    from softmax_ext import _gradients
+    from softmax_ext import _gradients, _threads
 
     if wide:
-        monkeypatch.setattr(_gradients, "CHUNK_BYTES", 4096)  # blocks of classes too
+        monkeypatch.setattr(_gradients, "CHUNK_BYTES", 64 * 1024)  # blocks of classes too
+    N, D, K, rows = 400, 8, 300, 400
+    assert _threads.resolve_num_threads(3, rows * K) == 3  # enough work for 3 workers
     x, W, b, y = (a.astype(np.float32) if a.dtype.kind == "f" else a
-                  for a in _linear_problem(rng, N=90, D=12, K=70))
-    first_loss, first_grads = sx.linear_cross_entropy(x, W, y, b, chunk_size=40, num_threads=1)
+                  for a in _linear_problem(rng, N=N, D=D, K=K))
+    first_loss, first_grads = sx.linear_cross_entropy(x, W, y, b, chunk_size=rows, num_threads=1)
     for threads in (2, 3):
-        loss, grads = sx.linear_cross_entropy(x, W, y, b, chunk_size=40, num_threads=threads)
+        loss, grads = sx.linear_cross_entropy(x, W, y, b, chunk_size=rows, num_threads=threads)
         np.testing.assert_allclose(loss, first_loss, rtol=1e-6)
         for got, want in zip(grads, first_grads):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
