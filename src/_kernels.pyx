@@ -16,11 +16,16 @@
 # A softmax row costs three sweeps: max, exp(x - max) stored while summing in
 # double, then one multiply by 1/sum (log_softmax: (x - max) - log(sum)).
 #
-# Thread-count invariance: a row is handled either whole by one thread or, when
-# there are too few rows to keep every thread busy, as SX_CHUNK-element pieces
-# spread over threads whose partial results are combined in piece order.  The
-# primitives sum in exactly that chunked order, so both routes give the same
-# bits and the result never depends on num_threads.
+# Short rows (K < SHORT_ROW) are transposed in tiles of rows into a per-thread
+# scratch and computed across rows by the column primitives; a strided axis is
+# reduced over column tiles whose strided data is read once into a stage.
+#
+# Thread-count invariance: the route depends on K alone, except that a long
+# row is handled whole by one thread or, when there are too few rows to keep
+# every thread busy, as SX_CHUNK-element pieces spread over threads whose
+# partial results are combined in piece order.  The primitives sum in exactly
+# that chunked order, so both give the same bits and the result never depends
+# on num_threads.
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, NAN, exp, isfinite, log
 from libc.stdlib cimport free, malloc
@@ -79,14 +84,18 @@ cdef extern from "row_kernels.h":
     int sx_cpu_isa_level()
     int sx_select_isa(int requested)
 
-# Rows shorter than this are transposed in blocks of SX_STRIP rows into an L1
-# scratch and run through the column-strip kernel, vectorising across rows:
-# a short row alone leaves most vector lanes and the lane reduction idle.
-DEF SHORT_ROW = 32
-# Per-thread scratch for staging column tiles, shared by the staged operands
-# (one forward, two backward).  Measured on a 512 KiB-L2 Zen 3: wide tiles
-# (long contiguous runs per strided row) matter more than fitting in L2.
-DEF STAGE_BYTES = 1024 * 1024
+cdef enum:
+    # Rows shorter than this are transposed in tiles of rows into a per-thread
+    # scratch and run through the column primitives, vectorising across rows:
+    # a short row alone leaves most vector lanes and the lane reduction idle.
+    SHORT_ROW = 32
+    # Per-thread scratch for staging column tiles, shared by the staged
+    # operands (one forward, two backward).  Measured on a 512 KiB-L2 Zen 3:
+    # wide tiles (long contiguous runs per strided row) matter more than
+    # fitting in L2.
+    STAGE_BYTES = 1024 * 1024
+    # Short rows per transposed cross-entropy tile.
+    XENT_TILE = 64
 
 # Operations, passed by the Python layer as `op`.
 cpdef enum Op:
@@ -553,9 +562,6 @@ cdef void xent_row(const sx_table *t, const floating *z, Py_ssize_t K, Py_ssize_
             grad[target] -= <floating>(grad_scale * (1.0 - smoothing) * w_y)
 
 
-DEF XENT_TILE = 64  # short rows per transposed cross-entropy tile
-
-
 cdef void xent_short_rows(const sx_table *t, const floating *z, Py_ssize_t ldz, Py_ssize_t K,
                           Py_ssize_t w, const Py_ssize_t *target, Py_ssize_t ignore_index,
                           const floating *probs, Py_ssize_t ldp, const floating *weight,
@@ -757,12 +763,12 @@ def softmax_weight_jacobian(*, const floating[:, ::1] p, const floating[:, ::1] 
 # row the online logsumexp (running max m, sum s of exp(z - m)) and the raw
 # dot products the loss needs; the loss follows from those; a second pass
 # recomputes each block and turns it into its gradient.
-# STATS columns, per row (float64):
-DEF STAT_MAX = 0        # running max m
-DEF STAT_SUM = 1        # sum of exp(z - m)
-DEF STAT_TARGET = 2     # index target: z_y;  probabilities: sum_k t_k w_k z_k
-DEF STAT_SMOOTH = 3     # sum_k w_k z_k (with label smoothing)
-DEF STAT_MASS = 4       # probabilities: sum_k t_k w_k
+cdef enum:  # STATS columns, per row (float64)
+    STAT_MAX = 0        # running max m
+    STAT_SUM = 1        # sum of exp(z - m)
+    STAT_TARGET = 2     # index target: z_y;  probabilities: sum_k t_k w_k z_k
+    STAT_SMOOTH = 3     # sum_k w_k z_k (with label smoothing)
+    STAT_MASS = 4       # probabilities: sum_k t_k w_k
 STATS = 5
 
 
