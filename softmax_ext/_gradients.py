@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from . import _kernels
 from ._core import softmax
-from ._layout import as_float_array, normalize_axis
+from ._layout import Plan, as_float_array, normalize_axis
 from ._threads import resolve_num_threads
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -219,11 +219,10 @@ def _targets(target: ArrayLike, N: int, K: int, dtype: np.dtype, weight: Optiona
 
 
 def _rows_contiguous(a: np.ndarray) -> np.ndarray:
-    """`a` itself if its rows are contiguous and aligned, else a C copy."""
-    if a.ndim == 2 and a.flags.aligned and (a.shape[1] <= 1 or a.strides[1] == a.itemsize) \
-            and a.strides[0] % a.itemsize == 0:
-        return a
-    return np.array(a, order="C")
+    """(N, K) `a` as the row kernels take it: viewed when its layout allows
+    (the rows plan of _layout), else a C copy."""
+    view = Plan(axis=1, outer=(0,), inner=()).view(a)
+    return view if view is not None else np.array(a, order="C")
 
 
 def _reduce(loss_rows: np.ndarray, reduction: str, denominator: float, dtype: np.dtype) -> Loss:

@@ -434,3 +434,15 @@ def test_linear_cross_entropy_does_not_depend_on_threads(rng, wide, monkeypatch)
         np.testing.assert_allclose(loss, first_loss, rtol=1e-6)
         for got, want in zip(grads, first_grads):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("K", [9, 50])
+def test_cross_entropy_accepts_every_layout(rng, K):
+    from layouts import LAYOUTS, in_layout
+
+    z, y, _, w = _problem(rng, N=40, K=K)
+    want_loss, want_grad = sx.cross_entropy(z, y, weight=w, return_grad=True)
+    for layout in LAYOUTS:
+        loss, grad = sx.cross_entropy(in_layout(z, layout), y, weight=w, return_grad=True)
+        assert loss == want_loss, layout
+        np.testing.assert_array_equal(grad, want_grad)
