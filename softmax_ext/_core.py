@@ -47,9 +47,9 @@ def _run_elementwise(
     if x.size == 0:
         return np.empty_like(x) if out is None else out
     x, plan, x_view = planned_view(x, axis)
-    grad_view = None if grad is None else input_view(plan, grad, x)
+    grad_view = None if grad is None else input_view(plan, grad)
     writable_out = None if out is None or overlaps_partially(out, x, grad) else out
-    result, out_view = output_buffer(plan, writable_out, x)
+    result, out_view = output_buffer(plan, writable_out, x.shape, x.dtype)
     kernel = _kernels.rows if plan.kind == "rows" else _kernels.cols
     kernel(op=op, x=x_view, grad=grad_view, out=out_view, num_threads=threads)
     if out is not None and result is not out:

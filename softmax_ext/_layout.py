@@ -3,8 +3,12 @@
 The kernels see either a 2-D ``rows`` view (rows, K) whose reduced axis is
 contiguous, or a 3-D ``cols`` view (outer, K, inner) whose trailing axis is
 contiguous.  `plan_for` finds such a view of the caller's array without
-copying whenever its strides allow (C order, F order, sliced rows, any axis);
-only arrays with no contiguous axis at all are copied once.
+copying whenever its strides allow (C order, F order, sliced rows, any axis,
+zero-stride broadcasts and overlapping read-only views); only arrays with no
+contiguous axis at all are copied once.  Buffers the kernels write are made
+by `Plan.empty` in the plan's own axis order, so their view always exists,
+and an ``out=`` that overlaps itself or partly overlaps an input is never
+written by a kernel directly.
 """
 
 from __future__ import annotations
@@ -71,6 +75,20 @@ def check_out(out: object, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarra
     return out
 
 
+def overlaps_itself(a: np.ndarray) -> bool:
+    """True unless the elements of `a` provably sit at distinct addresses.
+
+    Taking the axes by increasing stride, each stride must step over all the
+    memory the faster axes span (zero strides and interleaved views fail).
+    """
+    span = a.itemsize
+    for stride, length in sorted((abs(s), n) for s, n in zip(a.strides, a.shape) if n > 1):
+        if stride < span:
+            return True
+        span += stride * (length - 1)
+    return False
+
+
 def overlaps_partially(out: np.ndarray, *inputs: Optional[np.ndarray]) -> bool:
     """True if `out` shares memory with an input without being exactly it.
 
@@ -111,6 +129,28 @@ class Plan:
     def result_axes(self) -> tuple[int, ...]:
         """Original axes, in order, of the dimensions of a reduced (lse) result."""
         return self.outer + self.inner
+
+    @property
+    def memory_order(self) -> tuple[int, ...]:
+        """The planned axes, slowest first, as the kernels' views take them."""
+        return self.outer + (self.axis,) + self.inner
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """(array, view): a new array of `shape` laid out in this plan's axis
+        order, and its kernel view (which therefore always exists)."""
+        planned = self.memory_order
+        order = tuple(ax for ax in range(len(shape)) if ax not in planned) + planned
+        array = np.empty([shape[ax] for ax in order], dtype).transpose(np.argsort(order))
+        return array, self.checked_view(array)
+
+    def checked_view(self, a: np.ndarray) -> np.ndarray:
+        """`view(a)` for an array laid out for this plan; a RuntimeError
+        (never an assert, which ``python -O`` removes) if it is not."""
+        view = self.view(a)
+        if view is None:
+            raise RuntimeError(f"internal error: no {self.kind} view of strides {a.strides} "
+                               f"under {self}")
+        return view
 
     def view(self, a: np.ndarray) -> Optional[np.ndarray]:
         """The kernel-shaped view of `a`, or None if its strides do not allow one."""
@@ -173,30 +213,26 @@ def planned_view(a: np.ndarray, axis: int) -> tuple[np.ndarray, Plan, np.ndarray
     if view is None:
         a = np.array(a, order="C")  # a fresh copy: C-contiguous and aligned
         plan = plan_for(a, axis)
-        view = plan.view(a)
-    assert view is not None
+        view = plan.checked_view(a)
     return a, plan, view
 
 
-def input_view(plan: Plan, a: np.ndarray, template: np.ndarray) -> np.ndarray:
-    """`a` viewed under `plan`, copied into `template`'s layout first if needed."""
+def input_view(plan: Plan, a: np.ndarray) -> np.ndarray:
+    """`a` viewed under `plan`, copied into the plan's layout first if needed."""
     view = plan.view(a)
     if view is None:
-        copy = np.empty_like(template)
+        copy, view = plan.empty(a.shape, a.dtype)
         np.copyto(copy, a)
-        view = plan.view(copy)
-    assert view is not None
     return view
 
 
-def output_buffer(plan: Plan, out: Optional[np.ndarray], template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(buffer, view) to compute into: `out` itself when the kernels can write
-    it directly, else a new array in `template`'s layout."""
-    if out is not None:
+def output_buffer(plan: Plan, out: Optional[np.ndarray], shape: tuple[int, ...],
+                  dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(buffer, view) to compute into: `out` itself when the kernels can
+    write it directly (a plan view exists and no element overlaps another),
+    else a new array in the plan's layout."""
+    if out is not None and not overlaps_itself(out):
         view = plan.view(out)
         if view is not None:
             return out, view
-    buffer = np.empty_like(template)
-    view = plan.view(buffer)
-    assert view is not None
-    return buffer, view
+    return plan.empty(shape, dtype)

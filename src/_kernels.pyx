@@ -142,10 +142,11 @@ def select_isa(str name):
     return ISA_NAMES[_isa_level]
 
 
-def exp_into(const floating[::1] x, floating[::1] out):
+def exp_into(const floating[::1] x not None, floating[::1] out not None):
     """out[i] = exp(x[i]) by the kernels' polynomial exp (exposed for tests)."""
-    if x.shape[0] != out.shape[0]:
-        raise ValueError("x and out must have the same length")
+    check_view("x", 1, &x.shape[0], &x.strides[0], &x[0], sizeof(floating), None, True)
+    check_view("out", 1, &out.shape[0], &out.strides[0], &out[0], sizeof(floating),
+               (x.shape[0],), True)
     if x.shape[0]:
         table_for(&x[0]).row_exp_sum(&x[0], &out[0], x.shape[0], 0.0)
 
@@ -422,14 +423,20 @@ cdef void tiles_kernel(int op, const floating *x, Py_ssize_t xo, Py_ssize_t xk, 
 
     Tiles go through a per-thread scratch of at most STAGE_BYTES per operand
     (see strip_kernel and transposed_tile), w shrinking as K grows; when even
-    a 16-column tile does not fit, contiguous columns (xj == 1) are reduced
-    without it.
+    a 16-column tile does not fit, unit-stride columns are reduced without
+    it.  Without memory for a scratch, short rows (non-unit columns, which
+    only rows views have: k is contiguous there) fall back to whole_row.
     """
     cdef const sx_table *t = table_for(x)
     cdef Py_ssize_t width = SX_STRIP, tiles, it, o, j0, w, j
     cdef Py_ssize_t operands = 2 if g != NULL else 1
     cdef Py_ssize_t bytes_per_column = K * operands * <Py_ssize_t>sizeof(floating)
-    cdef bint staged = bytes_per_column * 16 <= STAGE_BYTES or xj != 1
+    # The strip primitives index every operand with the same column step 1;
+    # any other column stride (short rows of a rows view, whose "columns" are
+    # rows) goes through transposed tiles, each operand with its own strides.
+    cdef bint unit_columns = xj == 1 and (g == NULL or gj == 1) and (out == NULL or oj == 1) \
+        and (lse == NULL or lj == 1)
+    cdef bint staged = bytes_per_column * 16 <= STAGE_BYTES or not unit_columns
     cdef floating *scratch = NULL
     if staged:
         width = min(SX_STRIP, max(16, STAGE_BYTES // bytes_per_column // 16 * 16))
@@ -440,7 +447,7 @@ cdef void tiles_kernel(int op, const floating *x, Py_ssize_t xo, Py_ssize_t xk, 
             o = it // tiles
             j0 = (it % tiles) * width
             w = min(width, inner - j0)
-            if xj == 1:
+            if unit_columns:
                 strip_kernel(t, op, x + o * xo + j0, xk, at(g, o * go + j0), gk,
                              <floating *>at(out, o * oo + j0), ok,
                              <floating *>at(lse, o * lo + j0), K, w, scratch)
@@ -456,67 +463,143 @@ cdef void tiles_kernel(int op, const floating *x, Py_ssize_t xo, Py_ssize_t xk, 
         free(scratch)
 
 
-cdef check_unit_stride(name, Py_ssize_t stride, Py_ssize_t length, Py_ssize_t size):
-    # Cython's ::1 would demand full C contiguity; only the last axis needs it.
-    if length > 1 and stride != size:
+# ---- operand checks ------------------------------------------------------------
+#
+# Every entry point checks every view it will index, in code that always runs
+# (never `assert`): shapes against what the loops will index, strides that are
+# whole elements, aligned data, and a contiguous last axis where the
+# primitives need one.  These checks are what keep a wrong call from the
+# Python layer (or from a user calling _kernels directly) from reading or
+# writing outside an operand.
+
+cdef int check_view(str name, int ndim, const Py_ssize_t *shape, const Py_ssize_t *strides,
+                    const void *data, Py_ssize_t itemsize, tuple expected,
+                    bint unit_last) except -1:
+    """Raise ValueError unless the view has shape `expected` (when given),
+    strides that are multiples of `itemsize`, aligned data and, with
+    `unit_last`, a contiguous last axis (Cython's ::1 would demand full C
+    contiguity; only the last axis needs it)."""
+    cdef int i
+    cdef Py_ssize_t count = 1
+    if expected is not None:
+        actual = tuple([shape[i] for i in range(ndim)])
+        if actual != expected:
+            raise ValueError(f"{name} has shape {actual}, expected {expected}")
+    for i in range(ndim):
+        count *= shape[i]
+    if count == 0:
+        return 0
+    for i in range(ndim):
+        if shape[i] > 1 and strides[i] % itemsize:
+            raise ValueError(f"{name} has stride {strides[i]} on axis {i}, "
+                             f"not a multiple of its itemsize {itemsize}")
+    if <size_t>data % <size_t>itemsize:
+        raise ValueError(f"{name} is not aligned to its itemsize {itemsize}")
+    if unit_last and shape[ndim - 1] > 1 and strides[ndim - 1] != itemsize:
         raise ValueError(f"{name} must be contiguous along its last axis "
-                         f"(stride {stride}, itemsize {size})")
+                         f"(stride {strides[ndim - 1]}, itemsize {itemsize})")
+    return 0
 
 
-def rows(*, int op, const floating[:, :] x, const floating[:, :] grad=None,
+cdef int check_threads(int num_threads) except -1:
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+    return 0
+
+
+cdef int check_request(int op, bint has_grad, bint has_out, bint has_lse,
+                       int num_threads) except -1:
+    """The operands `op` needs are given, and no others."""
+    if not SOFTMAX <= op <= LOG_SOFTMAX_BACKWARD:
+        raise ValueError(f"unknown op {op}")
+    backward = op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD
+    if has_grad != backward:
+        raise ValueError("grad is required by, and only by, the backward ops")
+    if has_out == (op == LOGSUMEXP) or has_lse != (op == LOGSUMEXP):
+        raise ValueError("LOGSUMEXP writes lse only; every other op writes out only")
+    return check_threads(num_threads)
+
+
+# ---- softmax-family entry points ---------------------------------------------------
+
+def rows(*, int op, const floating[:, :] x not None, const floating[:, :] grad=None,
          floating[:, :] out=None, floating[:] lse=None, int num_threads):
     """Run `op` over the rows of x, shaped (rows, K) with K contiguous; rows
-    may be any (multiple of the itemsize) apart.
+    may be any (multiple of the itemsize) apart, overlapping included.
 
     Outputs: `out` (same shape and layout rules as x) for every op but
     LOGSUMEXP, which writes `lse` (one value per row).  `grad` is the upstream
     gradient of the backward ops, with x holding p (softmax) or log p
-    (log_softmax).
+    (log_softmax).  `out` must not overlap itself, nor an input other than
+    exactly (same data, same strides).
     """
     cdef Py_ssize_t size = sizeof(floating)
+    cdef Py_ssize_t n_rows = x.shape[0], K = x.shape[1], r
     cdef const floating *gp = NULL
     cdef floating *op_ = NULL
     cdef floating *lp = NULL
-    cdef Py_ssize_t ldg = 0, ldo = 0, lse_step = 1
-    for name, view in (("x", x), ("grad", grad), ("out", out)):
-        if view is not None:
-            check_unit_stride(name, view.strides[1], view.shape[1], size)
+    cdef Py_ssize_t ldg = 0, ldo = 0
+    check_request(op, grad is not None, out is not None, lse is not None, num_threads)
+    shape = (n_rows, K)
+    check_view("x", 2, &x.shape[0], &x.strides[0], &x[0, 0], size, shape, True)
     if grad is not None:
+        check_view("grad", 2, &grad.shape[0], &grad.strides[0], &grad[0, 0], size, shape, True)
         gp, ldg = &grad[0, 0], grad.strides[0] // size
     if out is not None:
+        check_view("out", 2, &out.shape[0], &out.strides[0], &out[0, 0], size, shape, True)
         op_, ldo = &out[0, 0], out.strides[0] // size
     if lse is not None:
-        check_unit_stride("lse", lse.strides[0], lse.shape[0], size)
+        check_view("lse", 1, &lse.shape[0], &lse.strides[0], &lse[0], size, (n_rows,), True)
         lp = &lse[0]
+    if n_rows == 0:
+        return
+    if K == 0:
+        if lse is not None:  # the sum of no terms is 0
+            for r in range(n_rows):
+                lse[r] = -INFINITY
+        return
     with nogil:
         rows_kernel(op, &x[0, 0], x.strides[0] // size, gp, ldg, op_, ldo, lp,
-                    x.shape[0], x.shape[1], num_threads)
+                    n_rows, K, num_threads)
 
 
-def cols(*, int op, const floating[:, :, :] x, const floating[:, :, :] grad=None,
+def cols(*, int op, const floating[:, :, :] x not None, const floating[:, :, :] grad=None,
          floating[:, :, :] out=None, floating[:, :] lse=None, int num_threads):
     """Run `op` over axis 1 of x, shaped (outer, K, inner) with inner
     contiguous; the other axes may have any strides (multiples of the
     itemsize).  Outputs and `grad` as for `rows`; `lse` is (outer, inner)."""
     cdef Py_ssize_t size = sizeof(floating)
+    cdef Py_ssize_t outer = x.shape[0], K = x.shape[1], inner = x.shape[2], o, j
     cdef const floating *gp = NULL
     cdef floating *op_ = NULL
     cdef floating *lp = NULL
     cdef Py_ssize_t go = 0, gk = 0, oo = 0, ok = 0, lo = 0
-    for name, view in (("x", x), ("grad", grad), ("out", out)):
-        if view is not None:
-            check_unit_stride(name, view.strides[2], view.shape[2], size)
+    check_request(op, grad is not None, out is not None, lse is not None, num_threads)
+    shape = (outer, K, inner)
+    check_view("x", 3, &x.shape[0], &x.strides[0], &x[0, 0, 0], size, shape, True)
     if grad is not None:
+        check_view("grad", 3, &grad.shape[0], &grad.strides[0], &grad[0, 0, 0], size, shape,
+                   True)
         gp, go, gk = &grad[0, 0, 0], grad.strides[0] // size, grad.strides[1] // size
     if out is not None:
+        check_view("out", 3, &out.shape[0], &out.strides[0], &out[0, 0, 0], size, shape, True)
         op_, oo, ok = &out[0, 0, 0], out.strides[0] // size, out.strides[1] // size
     if lse is not None:
-        check_unit_stride("lse", lse.strides[1], lse.shape[1], size)
+        check_view("lse", 2, &lse.shape[0], &lse.strides[0], &lse[0, 0], size, (outer, inner),
+                   True)
         lp, lo = &lse[0, 0], lse.strides[0] // size
+    if outer == 0 or inner == 0:
+        return
+    if K == 0:
+        if lse is not None:
+            for o in range(outer):
+                for j in range(inner):
+                    lse[o, j] = -INFINITY
+        return
     with nogil:
         tiles_kernel(op, &x[0, 0, 0], x.strides[0] // size, x.strides[1] // size, 1,
                      gp, go, gk, 1, op_, oo, ok, 1, lp, lo, 1,
-                     x.shape[0], x.shape[1], x.shape[2], num_threads)
+                     outer, K, inner, num_threads)
 
 
 # ---- cross-entropy ---------------------------------------------------------------
@@ -643,40 +726,51 @@ cdef int xent_operands(const floating[:, :] logits, const Py_ssize_t[::1] target
                        const floating **z0, Py_ssize_t *ldz, const Py_ssize_t **y0,
                        const floating **p0, Py_ssize_t *ldp, const floating **w0,
                        double *weight_sum) except -1:
-    """Check the cross-entropy operands and give their pointers, row strides
+    """Check the cross-entropy operands (logits (N, K), exactly one of target
+    (N,) and probs (N, K), weight (K,)) and give their pointers, row strides
     (in elements) and the sum of the class weights; 1 when there is nothing
     to compute (no rows or no classes), else 0."""
     cdef Py_ssize_t size = sizeof(floating), k
-    for name, view in (("logits", logits), ("probs", probs)):
-        if view is not None:
-            check_unit_stride(name, view.strides[1], view.shape[1], size)
-    if logits.shape[0] == 0 or logits.shape[1] == 0:
+    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1]
+    if (target is None) == (probs is None):
+        raise ValueError("give exactly one of target and probs")
+    check_view("logits", 2, &logits.shape[0], &logits.strides[0], &logits[0, 0], size,
+               (N, K), True)
+    if probs is not None:
+        check_view("probs", 2, &probs.shape[0], &probs.strides[0], &probs[0, 0], size,
+                   (N, K), True)
+    if target is not None and target.shape[0] != N:
+        raise ValueError(f"target has shape ({target.shape[0]},), expected ({N},)")
+    if weight is not None and weight.shape[0] != K:
+        raise ValueError(f"weight has shape ({weight.shape[0]},), expected ({K},)")
+    if N == 0 or K == 0:
         return 1
     z0[0], ldz[0] = &logits[0, 0], logits.strides[0] // size
     y0[0], p0[0], ldp[0], w0[0] = NULL, NULL, 0, NULL
-    weight_sum[0] = logits.shape[1]
+    weight_sum[0] = K
     if weight is not None:
         w0[0] = &weight[0]
         weight_sum[0] = 0.0
-        for k in range(weight.shape[0]):
+        for k in range(K):
             weight_sum[0] += weight[k]
     if probs is not None:
         p0[0], ldp[0] = &probs[0, 0], probs.strides[0] // size
-    elif target is not None:
+    else:
         y0[0] = &target[0]
     return 0
 
 
-def cross_entropy(*, const floating[:, :] logits, const Py_ssize_t[::1] target=None,
+def cross_entropy(*, const floating[:, :] logits not None, const Py_ssize_t[::1] target=None,
                   const floating[:, :] probs=None, const floating[::1] weight=None,
                   Py_ssize_t ignore_index=-100, double smoothing=0.0, double grad_scale=1.0,
-                  double[::1] loss, floating[:, :] grad=None, int num_threads):
+                  double[::1] loss not None, floating[:, :] grad=None, int num_threads):
     """Per-row cross-entropy of logits (N, K) into `loss` (N,), and its
     gradient times `grad_scale` into `grad` (which may be `logits` itself).
 
     Targets are class indices `target` (rows equal to `ignore_index` get loss
-    0 and gradient 0) or class probabilities `probs` (N, K).  The caller has
-    checked every index is in [0, K) or ignore_index.
+    0 and gradient 0) or class probabilities `probs` (N, K).  Every index
+    must be in [0, K) or equal ignore_index (checked here too: the loops
+    index the logits with it).  With K = 0 every loss is 0 (a sum of no terms).
     """
     cdef Py_ssize_t size = sizeof(floating)
     cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], r, k, y
@@ -688,11 +782,18 @@ def cross_entropy(*, const floating[:, :] logits, const Py_ssize_t[::1] target=N
     cdef const Py_ssize_t *y0
     cdef double weight_sum
     cdef const sx_table *t
-    if (target is None) == (probs is None):
-        raise ValueError("give exactly one of target and probs")
+    check_threads(num_threads)
+    if loss.shape[0] != N:
+        raise ValueError(f"loss has shape ({loss.shape[0]},), expected ({N},)")
     if grad is not None:
-        check_unit_stride("grad", grad.strides[1], grad.shape[1], size)
+        check_view("grad", 2, &grad.shape[0], &grad.strides[0], &grad[0, 0], size, (N, K), True)
+    if target is not None:
+        for r in range(target.shape[0]):
+            if target[r] != ignore_index and not 0 <= target[r] < K:
+                raise ValueError(f"target[{r}] = {target[r]} is outside [0, {K}) "
+                                 f"and not ignore_index ({ignore_index})")
     if xent_operands(logits, target, probs, weight, &z0, &ldz, &y0, &p0, &ldp, &w0, &weight_sum):
+        loss[:] = 0.0
         return
     t = table_for(z0)
     if grad is not None:
@@ -722,12 +823,15 @@ def cross_entropy(*, const floating[:, :] logits, const Py_ssize_t[::1] target=N
 
 # ---- Jacobians -------------------------------------------------------------------
 
-def softmax_jacobian(*, const floating[:, ::1] p, floating[:, :, ::1] out, int num_threads):
+def softmax_jacobian(*, const floating[:, ::1] p not None, floating[:, :, ::1] out not None,
+                     int num_threads):
     """out[n, j, i] = p[n, j] * (delta_ij - p[n, i]) for each row of p."""
     cdef Py_ssize_t N = p.shape[0], K = p.shape[1], n, j, i
     cdef floating pj
-    if out.shape[0] != N or out.shape[1] != K or out.shape[2] != K:
-        raise ValueError("out must have shape (N, K, K)")
+    check_threads(num_threads)
+    check_view("p", 2, &p.shape[0], &p.strides[0], &p[0, 0], sizeof(floating), None, True)
+    check_view("out", 3, &out.shape[0], &out.strides[0], &out[0, 0, 0], sizeof(floating),
+               (N, K, K), True)
     with nogil:
         for n in prange(N, schedule="static", num_threads=num_threads):
             for j in range(K):
@@ -737,15 +841,17 @@ def softmax_jacobian(*, const floating[:, ::1] p, floating[:, :, ::1] out, int n
                 out[n, j, j] = pj * (1 - pj)
 
 
-def softmax_weight_jacobian(*, const floating[:, ::1] p, const floating[:, ::1] x,
-                            floating[:, :, :, ::1] out, int num_threads):
+def softmax_weight_jacobian(*, const floating[:, ::1] p not None, const floating[:, ::1] x not None,
+                            floating[:, :, :, ::1] out not None, int num_threads):
     """out[n, j, i, :] = p[n, j] * (delta_ij - p[n, i]) * x[n, :]: d sigma_j / d w_i
     for logits z = x W^T + b, one (K, K, D) block per row."""
     cdef Py_ssize_t N = p.shape[0], K = p.shape[1], D = x.shape[1], item, n, j, i, d
     cdef floating coefficient
-    if x.shape[0] != N or out.shape[0] != N or out.shape[1] != K or out.shape[2] != K \
-            or out.shape[3] != D:
-        raise ValueError("shapes must be p (N, K), x (N, D), out (N, K, K, D)")
+    check_threads(num_threads)
+    check_view("p", 2, &p.shape[0], &p.strides[0], &p[0, 0], sizeof(floating), None, True)
+    check_view("x", 2, &x.shape[0], &x.strides[0], &x[0, 0], sizeof(floating), (N, D), True)
+    check_view("out", 4, &out.shape[0], &out.strides[0], &out[0, 0, 0, 0], sizeof(floating),
+               (N, K, K, D), True)
     with nogil:
         for item in prange(N * K, schedule="static", num_threads=num_threads):
             n = item // K
@@ -772,10 +878,10 @@ cdef enum:  # STATS columns, per row (float64)
 STATS = 5
 
 
-def cross_entropy_block_stats(*, const floating[:, :] logits, Py_ssize_t first_class,
+def cross_entropy_block_stats(*, const floating[:, :] logits not None, Py_ssize_t first_class,
                               const Py_ssize_t[::1] target=None, const floating[:, :] probs=None,
                               const floating[::1] weight=None, bint smoothing,
-                              double[:, ::1] stats, int num_threads):
+                              double[:, ::1] stats not None, int num_threads):
     """Merge classes [first_class, first_class + logits.shape[1]) of every row
     into `stats` (N, 5).  `probs` and `weight` hold the same classes only."""
     cdef Py_ssize_t N = logits.shape[0], Kb = logits.shape[1], r, y, ldz, ldp
@@ -785,8 +891,9 @@ def cross_entropy_block_stats(*, const floating[:, :] logits, Py_ssize_t first_c
     cdef const Py_ssize_t *y0
     cdef const sx_table *t
     cdef double block_max, block_sum, m, weight_block_sum
-    if stats.shape[0] != N or stats.shape[1] != STATS:
-        raise ValueError("stats must have shape (N, 5)")
+    check_threads(num_threads)
+    check_view("stats", 2, &stats.shape[0], &stats.strides[0], &stats[0, 0], sizeof(double),
+               (N, STATS), True)
     if xent_operands(logits, target, probs, weight, &z0, &ldz, &y0, &p0, &ldp, &w0,
                      &weight_block_sum):
         return
@@ -820,11 +927,11 @@ def cross_entropy_block_stats(*, const floating[:, :] logits, Py_ssize_t first_c
                     + block_max * weight_block_sum
 
 
-def cross_entropy_block_grad(*, floating[:, :] logits, Py_ssize_t first_class,
+def cross_entropy_block_grad(*, floating[:, :] logits not None, Py_ssize_t first_class,
                              const Py_ssize_t[::1] target=None, const floating[:, :] probs=None,
-                             const floating[::1] weight=None, const double[::1] shift,
-                             const double[::1] alpha, const double[::1] one_hot, double beta,
-                             double gamma, int num_threads):
+                             const floating[::1] weight=None, const double[::1] shift not None,
+                             const double[::1] alpha not None, const double[::1] one_hot not None,
+                             double beta, double gamma, int num_threads):
     """Overwrite a block of logits with its gradient, from per-row `shift`
     (the row max), alpha = scale * C / s and the index-target term `one_hot`:
     grad = alpha exp(z - shift) - (beta t + gamma) w, minus one_hot at y."""
@@ -836,6 +943,10 @@ def cross_entropy_block_grad(*, floating[:, :] logits, Py_ssize_t first_class,
     cdef const Py_ssize_t *y0
     cdef const sx_table *t
     cdef double unused_weight_sum
+    check_threads(num_threads)
+    for name, per_row in (("shift", shift), ("alpha", alpha), ("one_hot", one_hot)):
+        if per_row.shape[0] != N:
+            raise ValueError(f"{name} has shape ({per_row.shape[0]},), expected ({N},)")
     if xent_operands(logits, target, probs, weight, &logits0, &ldz, &y0, &p0, &ldp, &w0,
                      &unused_weight_sum):
         return
