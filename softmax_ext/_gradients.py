@@ -9,36 +9,23 @@ torch.nn.Linear, b: (K,)) and sigma = softmax(z):
 
 from __future__ import annotations
 
-import contextlib
 import math
+import numbers
 import operator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
 from numpy.typing import ArrayLike
-from threadpoolctl import threadpool_limits
 
 from . import _kernels
 from ._core import softmax
 from ._layout import Plan, as_float_array, normalize_axis
-from ._threads import resolve_num_threads
+from ._linear import ChunkedLinearCrossEntropy
+from ._threads import _check_count, resolve_num_threads
 
 REDUCTIONS = ("mean", "sum", "none")
-# Logits held at once by linear_cross_entropy when chunk_size is None: the
-# only sizeable memory it adds beyond x, W and the gradients.  Measured at
-# N=2048, D=256, K=32000 float32 on 2 cores: 128 / 262 / 512 / 1024 rows took
-# 1.38 / 1.32 / 1.17 / 1.13 x the three bare GEMMs (small chunks make the dW
-# GEMM's inner dimension short and repeat the dW accumulation).
-CHUNK_BYTES = 64 * 2**20
-# Rows per chunk at least (when K is very wide), so that GEMMs stay efficient;
-# when even these rows of logits exceed CHUNK_BYTES, classes are chunked too.
-MIN_CHUNK_ROWS = 64
-# dW is accumulated in blocks of classes through a temporary of at most this
-# size per worker (numpy's matmul cannot accumulate into its output); 1 MiB
-# ran as fast as 4 MiB at N=2048, D=256, K=32000.
-DW_BLOCK_BYTES = 1 * 2**20
+_INTP = np.iinfo(np.intp)
 
 Loss = Union[np.floating, np.ndarray]
 
@@ -166,6 +153,7 @@ class _Targets:
     index: Optional[np.ndarray]  # class indices (N,) as intp, or None
     probs: Optional[np.ndarray]  # class probabilities (N, K), or None
     denominator: float  # what reduction="mean" divides by
+    ignore_index: int  # as the kernels take it: an intp that no kept index equals
 
     def grad_scale(self, reduction: str) -> float:
         """Factor of the per-row gradients: 1 / denominator for "mean"."""
@@ -173,12 +161,11 @@ class _Targets:
 
 
 def _check_options(label_smoothing: float, reduction: str) -> float:
-    if reduction not in REDUCTIONS:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    try:
-        smoothing = float(label_smoothing)
-    except (TypeError, ValueError):
-        raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}") from None
+    if isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(label_smoothing, numbers.Real):
+        raise TypeError(f"label_smoothing must be a real number in [0, 1], got {label_smoothing!r}")
+    smoothing = float(label_smoothing)
     if not 0.0 <= smoothing <= 1.0:  # also rejects NaN
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     return smoothing
@@ -194,12 +181,22 @@ def _class_weight(weight: Optional[ArrayLike], K: int, dtype: np.dtype) -> Optio
 
 
 def _targets(target: ArrayLike, N: int, K: int, dtype: np.dtype, weight: Optional[np.ndarray],
-             ignore_index: int) -> _Targets:
+             ignore_index: object) -> _Targets:
+    if isinstance(ignore_index, (bool, np.bool_)):
+        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
+    try:
+        ignored = operator.index(ignore_index)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}") from None
+    # An ignore_index no intp can hold matches no target: the kernels get -1
+    # instead, which no index left after the range check below equals.
+    representable = _INTP.min <= ignored <= _INTP.max
+    kernel_ignore_index = ignored if representable else -1
     t = np.asarray(target)
     if t.dtype.kind in "iu":
         if t.shape != (N,):
             raise ValueError(f"class-index target must have shape ({N},), got {t.shape}")
-        kept = t != ignore_index
+        kept = t != ignored if representable else np.ones(t.shape, bool)
         outside = kept & ((t < 0) | (t >= K))
         if outside.any():
             raise ValueError(f"target holds class index {t[outside][0]}, outside [0, {K}) "
@@ -209,11 +206,11 @@ def _targets(target: ArrayLike, N: int, K: int, dtype: np.dtype, weight: Optiona
             denominator = float(weight[index[kept]].sum(dtype=np.float64))
         else:
             denominator = float(np.count_nonzero(kept))
-        return _Targets(index, None, denominator)
+        return _Targets(index, None, denominator, kernel_ignore_index)
     if t.dtype.kind == "f":
         if t.shape != (N, K):
             raise ValueError(f"class-probability target must have shape ({N}, {K}), got {t.shape}")
-        return _Targets(None, np.ascontiguousarray(t, dtype=dtype), float(N))
+        return _Targets(None, np.ascontiguousarray(t, dtype=dtype), float(N), kernel_ignore_index)
     raise TypeError(f"target must hold class indices (an integer dtype) or class probabilities "
                     f"(a float dtype), got dtype {t.dtype}")
 
@@ -297,13 +294,13 @@ def cross_entropy(
         raise ValueError(f"logits must have shape (N, K) or (K,), got {np.shape(logits)}")
     N, K = z.shape
     w = _class_weight(weight, K, z.dtype)
-    targets = _targets(target, N, K, z.dtype, w, operator.index(ignore_index))
+    targets = _targets(target, N, K, z.dtype, w, ignore_index)
     scale = targets.grad_scale(reduction)
     z = _rows_contiguous(z)
     loss_rows = np.empty(N, np.float64)
     grad = np.empty_like(z, order="C") if return_grad else None
     _kernels.cross_entropy(logits=z, target=targets.index, probs=targets.probs, weight=w,
-                           ignore_index=ignore_index, smoothing=smoothing, grad_scale=scale,
+                           ignore_index=targets.ignore_index, smoothing=smoothing, grad_scale=scale,
                            loss=loss_rows, grad=grad,
                            num_threads=resolve_num_threads(num_threads, z.size))
     loss = _reduce(loss_rows, reduction, targets.denominator, z.dtype)
@@ -345,9 +342,9 @@ def linear_cross_entropy(
     online logsumexp over the blocks, a second recomputes each block's
     logits and turns them into its gradient (four GEMMs instead of three).
 
-    BLAS runs single-threaded inside `num_threads` worker threads, which
-    also run the cross-entropy kernel: alternating OpenBLAS's pthreads with
-    OpenMP threads made the layer up to 35 % slower on 2 cores.
+    The GEMMs run on BLAS's own threads, as numpy's matmul would: this
+    function never changes BLAS's (process-wide) thread setting; use
+    threadpoolctl's ``threadpool_limits`` around the call to change it.
 
     Parameters
     ----------
@@ -367,7 +364,9 @@ def linear_cross_entropy(
         Rows per chunk; default: as many as fit in 64 MiB of logits (at
         least 64). Classes are chunked too when the rows' logits exceed 64 MiB.
     num_threads : int, optional
-        Threads for the whole computation (GEMMs included); default
+        Threads of the cross-entropy kernel between the GEMMs. Default: one
+        while BLAS is multi-threaded (its idle workers spin between GEMMs,
+        and a second pool beside them made the layer slower), else
         `get_num_threads()`.
 
     Returns
@@ -381,185 +380,14 @@ def linear_cross_entropy(
     x_arr, W_arr, b_arr = _linear_inputs(x, W, b)
     if x_arr.ndim != 2:
         raise ValueError(f"x must have shape (N, D), got {x_arr.shape}")
-    N, D = x_arr.shape
-    K = W_arr.shape[0]
-    dtype = x_arr.dtype
-    w = _class_weight(weight, K, dtype)
-    targets = _targets(target, N, K, dtype, w, operator.index(ignore_index))
-    scale = targets.grad_scale(reduction)
-    if chunk_size is None:
-        rows = max(MIN_CHUNK_ROWS, CHUNK_BYTES // max(1, K * dtype.itemsize))
-    else:
-        rows = operator.index(chunk_size)
-        if rows < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    rows = min(rows, max(N, 1))
-    # very wide K: blocks of classes with an online logsumexp (see _kernels)
-    class_width = K if rows * K * dtype.itemsize <= CHUNK_BYTES else \
-        max(1, CHUNK_BYTES // (rows * dtype.itemsize))
-    workers = resolve_num_threads(num_threads, rows * K)
-    loss_rows = np.empty(N, np.float64)
-    logits = np.empty((rows, class_width), dtype)
-    dx = np.empty((N, D), dtype) if return_grad else None
-    dW = np.zeros((K, D), dtype) if return_grad else None
-    db = np.zeros(K, dtype) if return_grad and b_arr is not None else None
-    class_block = max(1, min(K, DW_BLOCK_BYTES // max(1, D * dtype.itemsize)))
-    dW_blocks = [np.empty((class_block, D), dtype) for _ in range(workers)] if return_grad else None
-    dx_blocks = [np.empty((rows, D), dtype) for _ in range(workers)] \
-        if return_grad and class_width < K else None
-
-    def logits_and_gradient(start: int, stop: int, offset: int) -> None:
-        """Rows [start, stop) of the batch: logits, loss, dlogits in place, dx."""
-        z = logits[start - offset: stop - offset]
-        np.matmul(x_arr[start:stop], W_arr.T, out=z)
-        if b_arr is not None:
-            z += b_arr
-        _kernels.cross_entropy(
-            logits=z,
-            target=None if targets.index is None else targets.index[start:stop],
-            probs=None if targets.probs is None else targets.probs[start:stop],
-            weight=w, ignore_index=ignore_index, smoothing=smoothing, grad_scale=scale,
-            loss=loss_rows[start:stop], grad=z if return_grad else None, num_threads=1)
-        if return_grad:
-            np.matmul(z, W_arr, out=dx[start:stop])
-
-    def accumulate_weights(worker: int, first: int, last: int, start: int, stop: int,
-                           logits_first_class: int = 0) -> None:
-        """Classes [first, last) of dW and db from the gradient of rows [start, stop),
-        held in `logits` from class `logits_first_class` on."""
-        z = logits[: stop - start]
-        for block_start in range(first, last, class_block):
-            block_stop = min(last, block_start + class_block)
-            columns = slice(block_start - logits_first_class, block_stop - logits_first_class)
-            block = dW_blocks[worker][: block_stop - block_start]
-            np.matmul(z[:, columns].T, x_arr[start:stop], out=block)
-            dW[block_start:block_stop] += block
-            if db is not None:
-                db[block_start:block_stop] += z[:, columns].sum(axis=0)
-
-    def class_block_logits(start: int, stop: int, chunk_start: int, first: int, last: int):
-        """Logits of rows [start, stop) and classes [first, last), in `logits`."""
-        z = logits[start - chunk_start: stop - chunk_start, : last - first]
-        np.matmul(x_arr[start:stop], W_arr[first:last].T, out=z)
-        if b_arr is not None:
-            z += b_arr[first:last]
-        return z
-
-    def wide_chunk(run, start: int, stop: int) -> None:
-        """Rows [start, stop) a block of classes at a time: online logsumexp
-        statistics first, then the loss, then each block's gradient."""
-        stats = np.zeros((stop - start, _kernels.STATS))
-        stats[:, 0] = -np.inf
-        blocks = [(first, min(K, first + class_width)) for first in range(0, K, class_width)]
-        row_parts = _split(start, stop, workers)
-
-        def merge_stats(a: int, b_: int, first: int, last: int) -> None:
-            _kernels.cross_entropy_block_stats(
-                logits=class_block_logits(a, b_, start, first, last), first_class=first,
-                target=None if targets.index is None else targets.index[a:b_],
-                probs=None if targets.probs is None else targets.probs[a:b_, first:last],
-                weight=None if w is None else w[first:last], smoothing=smoothing != 0.0,
-                stats=stats[a - start: b_ - start], num_threads=1)
-
-        for first, last in blocks:
-            run(merge_stats, [(a, b_, first, last) for a, b_ in row_parts])
-        alpha, one_hot = _loss_from_stats(
-            stats, targets, slice(start, stop), w, smoothing, scale, ignore_index, K,
-            loss_rows[start:stop])
-        if not return_grad:
-            return
-        dx[start:stop] = 0
-        row_max = np.ascontiguousarray(stats[:, 0])
-
-        def block_gradient(worker: int, a: int, b_: int, first: int, last: int) -> None:
-            z = class_block_logits(a, b_, start, first, last)
-            rows_slice = slice(a - start, b_ - start)
-            _kernels.cross_entropy_block_grad(
-                logits=z, first_class=first,
-                target=None if targets.index is None else targets.index[a:b_],
-                probs=None if targets.probs is None else targets.probs[a:b_, first:last],
-                weight=None if w is None else w[first:last], shift=row_max[rows_slice],
-                alpha=alpha[rows_slice], one_hot=one_hot[rows_slice],
-                beta=scale * (1.0 - smoothing), gamma=scale * smoothing / K, num_threads=1)
-            if targets.index is not None:
-                z[targets.index[a:b_] == ignore_index] = 0
-            dx_part = dx_blocks[worker][: b_ - a]
-            np.matmul(z, W_arr[first:last], out=dx_part)
-            dx[a:b_] += dx_part
-
-        for first, last in blocks:
-            run(block_gradient, [(i, a, b_, first, last) for i, (a, b_) in enumerate(row_parts)])
-            run(accumulate_weights, [(i, a, b_, start, stop, first)
-                                     for i, (a, b_) in enumerate(_split(first, last, workers))])
-
-    # One thread pool at a time: BLAS runs single-threaded inside `workers`
-    # Python threads, each also running the cross-entropy kernel on one
-    # thread.  Alternating OpenBLAS's spinning pthreads with OpenMP threads
-    # cost up to 35 % here (OpenBLAS issue 3187); see the README.
-    with threadpool_limits(limits=1, user_api="blas"), _worker_pool(workers) as run:
-        for start in range(0, N, rows):
-            stop = min(N, start + rows)
-            if class_width < K:
-                wide_chunk(run, start, stop)
-                continue
-            run(logits_and_gradient, [(a, b_, start) for a, b_ in _split(start, stop, workers)])
-            if return_grad:
-                run(accumulate_weights, [(i, a, b_, start, stop)
-                                         for i, (a, b_) in enumerate(_split(0, K, workers))])
-    loss = _reduce(loss_rows, reduction, targets.denominator, dtype)
+    N, K = x_arr.shape[0], W_arr.shape[0]
+    w = _class_weight(weight, K, x_arr.dtype)
+    targets = _targets(target, N, K, x_arr.dtype, w, ignore_index)
+    layer = ChunkedLinearCrossEntropy(
+        x_arr, W_arr, b_arr, targets, w, smoothing, reduction, return_grad, None if chunk_size is None else _check_count(chunk_size, "chunk_size"),
+        num_threads)
+    layer.run()
+    loss = _reduce(layer.loss_rows, reduction, targets.denominator, x_arr.dtype)
     if not return_grad:
         return loss
-    return loss, (dx, dW, db)
-
-
-def _loss_from_stats(stats: np.ndarray, targets: _Targets, rows: slice, w: Optional[np.ndarray],
-                     smoothing: float, scale: float, ignore_index: int, K: int,
-                     loss_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row losses (into loss_out) from merged block statistics, and the
-    per-row gradient factors alpha = scale * C / s and one_hot = scale (1 - e) w_y.
-
-    With m the row max, s = sum exp(z - m), C = sum_k c_k:
-    loss = C log s + sum_k c_k (m - z_k), each term formed from differences
-    with m so that huge logits cancel exactly.
-    """
-    m, s = stats[:, 0], stats[:, 1]
-    weight_sum = float(K) if w is None else float(np.sum(w, dtype=np.float64))
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        log_s = np.log(s)
-        smooth_term = smoothing / K * (m * weight_sum - stats[:, 3]) if smoothing else 0.0
-        if targets.index is not None:
-            index = targets.index[rows]
-            kept = index != ignore_index
-            w_y = np.where(kept, 1.0 if w is None else w[np.where(kept, index, 0)].astype(np.float64), 0.0)
-            total_c = (1.0 - smoothing) * w_y + smoothing / K * weight_sum
-            loss = total_c * log_s + (1.0 - smoothing) * w_y * (m - stats[:, 2]) + smooth_term
-            loss_out[...] = np.where(kept, loss, 0.0)
-            one_hot = scale * (1.0 - smoothing) * w_y
-        else:
-            mass = stats[:, 4]
-            total_c = (1.0 - smoothing) * mass + smoothing / K * weight_sum
-            loss_out[...] = total_c * log_s + (1.0 - smoothing) * (m * mass - stats[:, 2]) + smooth_term
-            one_hot = np.zeros(len(m))
-        alpha = scale * total_c / s
-    return alpha, one_hot
-
-
-def _split(start: int, stop: int, parts: int) -> list[tuple[int, int]]:
-    """[start, stop) cut into at most `parts` contiguous, nonempty, near-equal pieces."""
-    n = stop - start
-    parts = max(1, min(parts, n))
-    bounds = [start + n * i // parts for i in range(parts + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(parts) if bounds[i] < bounds[i + 1]]
-
-
-@contextlib.contextmanager
-def _worker_pool(workers: int):
-    """Yields run(function, argument_tuples): calls them all, in parallel when workers > 1."""
-    if workers == 1:
-        yield lambda function, calls: [function(*args) for args in calls]
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        def run(function, calls):
-            for future in [pool.submit(function, *args) for args in calls]:
-                future.result()
-        yield run
+    return loss, (layer.dx, layer.dW, layer.db)

@@ -2,12 +2,21 @@
 
 Precedence: an explicit ``num_threads=`` argument, then `set_num_threads`,
 then what OpenMP would use in this thread (``OMP_NUM_THREADS`` and
-threadpoolctl's ``threadpool_limits`` both act on that).
+threadpoolctl's ``threadpool_limits`` both act on that).  Every count is
+capped at `max_threads` (4 per logical CPU: more only adds switching).
+
+Forked children: GNU libgomp keeps the parent's thread pool bookkeeping
+across ``fork`` but not its threads, so a child whose parent had run a
+parallel region hangs in its first one.  A child forked after this process
+ran kernels on more than one thread therefore runs every kernel on one
+thread (as PyTorch does); processes started with "spawn" or "forkserver"
+are fresh and unaffected.
 """
 
 from __future__ import annotations
 
 import operator
+import os
 
 from . import _kernels
 
@@ -16,6 +25,31 @@ from . import _kernels
 MIN_ELEMENTS_PER_THREAD = 32768
 
 _library_num_threads: int | None = None
+# This process has run a kernel on more than one OpenMP thread.
+_ran_parallel = False
+# This process is a fork of one that had: threaded regions would hang.
+_forked_after_parallel = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_parallel
+    _forked_after_parallel = _forked_after_parallel or _ran_parallel
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def max_threads() -> int:
+    """The most threads any call uses: 4 per logical CPU (1 in a forked child
+    of a process that had run threaded kernels)."""
+    if _forked_after_parallel:
+        return 1
+    return 4 * (os.cpu_count() or 1)
+
+
+def forked_after_parallel() -> bool:
+    """True in a forked child of a process that had run threaded kernels."""
+    return _forked_after_parallel
 
 
 def _check_count(n: object, name: str) -> int:
@@ -36,8 +70,10 @@ def set_num_threads(n: int | None) -> None:
     Parameters
     ----------
     n : int or None
-        A positive count, or None to go back to OpenMP's default
-        (``OMP_NUM_THREADS``, threadpoolctl limits, else all cores).
+        A positive count (capped at 4 per logical CPU), or None to go back to
+        OpenMP's default (``OMP_NUM_THREADS``, threadpoolctl limits, else all
+        cores). In a forked child of a process that had run threaded kernels
+        every call uses one thread whatever is set here.
     """
     global _library_num_threads
     _library_num_threads = None if n is None else _check_count(n, "n")
@@ -45,9 +81,8 @@ def set_num_threads(n: int | None) -> None:
 
 def get_num_threads() -> int:
     """Number of threads a call with ``num_threads=None`` may use from this thread."""
-    if _library_num_threads is not None:
-        return _library_num_threads
-    return _kernels.omp_max_threads()
+    requested = _kernels.omp_max_threads() if _library_num_threads is None else _library_num_threads
+    return min(requested, max_threads())
 
 
 def resolve_num_threads(num_threads: int | None, work: int) -> int:
@@ -56,5 +91,9 @@ def resolve_num_threads(num_threads: int | None, work: int) -> int:
     Small inputs run on one thread so they pay no thread start-up; since every
     kernel gives the same bits for any thread count, this is invisible.
     """
+    global _ran_parallel
     limit = get_num_threads() if num_threads is None else _check_count(num_threads, "num_threads")
-    return max(1, min(limit, work // MIN_ELEMENTS_PER_THREAD))
+    threads = max(1, min(limit, max_threads(), work // MIN_ELEMENTS_PER_THREAD))
+    if threads > 1:
+        _ran_parallel = True
+    return threads

@@ -1,0 +1,226 @@
+"""The fused linear + cross-entropy layer, chunked so that the N x K logits never exist.
+
+Design
+------
+Rows are taken a chunk at a time.  A chunk's logits come from one GEMM
+(``x W^T + b``), the fused cross-entropy kernel overwrites them in place with
+their gradient, and two more GEMMs turn that into the chunk's rows of dx and
+its share of dW; db is the gradient's column sum.  When even MIN_CHUNK_ROWS
+rows of logits exceed the budget (very wide K), each chunk is also taken a
+block of classes at a time: a first pass merges an online logsumexp per row
+over the blocks, the loss follows from those statistics, and a second pass
+recomputes each block's logits and turns them into its gradient.
+
+Threads: the GEMMs are numpy matmuls from the calling thread, on whatever
+threads BLAS is set to use; nothing here changes that setting (it is
+process-wide, and other threads' matmuls would see it).  The cross-entropy
+kernel between the GEMMs runs on the calling thread alone while BLAS is
+multi-threaded: OpenBLAS's idle workers spin for a while after each GEMM, and
+a second pool of threads beside them made the layer slower (measured in
+bench/bench_gradients.py).  With single-threaded BLAS the kernel uses the
+usual thread count.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+
+from . import _kernels
+from ._threads import resolve_num_threads
+
+if TYPE_CHECKING:
+    from ._gradients import _Targets
+
+# Logits held at once when chunk_size is None: the only sizeable memory the
+# layer adds beyond x, W and the gradients.  Measured at N=2048, D=256,
+# K=32000 float32 on 2 cores: 128 / 262 / 512 / 1024 rows took 1.38 / 1.32 /
+# 1.17 / 1.13 x the three bare GEMMs (small chunks make the dW GEMM's inner
+# dimension short and repeat the dW accumulation).
+CHUNK_BYTES = 64 * 2**20
+# Rows per chunk at least (when K is very wide), so that GEMMs stay efficient;
+# when even these rows of logits exceed CHUNK_BYTES, classes are chunked too.
+MIN_CHUNK_ROWS = 64
+# After the first chunk, dW is accumulated a block of classes at a time
+# through a temporary of at most this size (numpy's matmul cannot accumulate
+# into its output); 1 MiB ran as fast as 4 MiB at N=2048, D=256, K=32000.
+DW_BLOCK_BYTES = 1 * 2**20
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas")
+
+
+def blas_threads() -> int:
+    """The most threads a loaded BLAS library is set to use (read, never set)."""
+    return max((lib.get_num_threads() for lib in _blas_controller().lib_controllers), default=1)
+
+
+class ChunkedLinearCrossEntropy:
+    """One call of linear_cross_entropy on validated operands.
+
+    x (N, D), W (K, D) and b (K,) or None share one float dtype; `targets`
+    and `weight` are as prepared by _gradients.  `run()` fills `loss_rows`
+    (float64, one per row) and, with `return_grad`, dx, dW and db.
+    """
+
+    def __init__(self, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], targets: _Targets,
+                 weight: Optional[np.ndarray], smoothing: float, reduction: str,
+                 return_grad: bool, chunk_rows: Optional[int],
+                 num_threads: Optional[int]):
+        self.x, self.W, self.b = x, W, b
+        self.targets, self.weight, self.smoothing = targets, weight, smoothing
+        self.ignore_index = targets.ignore_index
+        self.scale = targets.grad_scale(reduction)
+        (N, D), K, dtype = x.shape, W.shape[0], x.dtype
+        self.K = K
+        rows = chunk_rows if chunk_rows is not None else \
+            max(MIN_CHUNK_ROWS, CHUNK_BYTES // max(1, K * dtype.itemsize))
+        self.rows = min(rows, max(N, 1))
+        self.class_width = K if self.rows * K * dtype.itemsize <= CHUNK_BYTES else \
+            max(1, CHUNK_BYTES // (self.rows * dtype.itemsize))
+        if num_threads is None and blas_threads() > 1:
+            self.threads = 1
+        else:
+            self.threads = resolve_num_threads(num_threads, self.rows * self.class_width)
+        self.loss_rows = np.zeros(N, np.float64)
+        self.logits = np.empty((self.rows, self.class_width), dtype)
+        self.return_grad = return_grad
+        self.dx = np.zeros((N, D), dtype) if return_grad else None
+        self.dW = np.zeros((K, D), dtype) if return_grad else None
+        self.db = np.zeros(K, dtype) if return_grad and b is not None else None
+        self.dW_block_classes = max(1, min(K, DW_BLOCK_BYTES // max(1, D * dtype.itemsize)))
+        self.dW_block = np.empty((self.dW_block_classes, D), dtype) if return_grad else None
+
+    def run(self) -> None:
+        N = self.x.shape[0]
+        if self.K == 0:  # no classes: every loss and gradient is 0 (already so)
+            return
+        for start in range(0, N, self.rows):
+            stop = min(N, start + self.rows)
+            if self.class_width < self.K:
+                self._class_blocks(start, stop)
+            else:
+                self._whole_classes(start, stop)
+
+    # ---- one chunk of rows, every class at once --------------------------------
+
+    def _whole_classes(self, start: int, stop: int) -> None:
+        z = self._logits(start, stop, 0, self.K)
+        _kernels.cross_entropy(
+            logits=z, target=self._index(start, stop), probs=self._probs(start, stop, 0, self.K),
+            weight=self.weight, ignore_index=self.ignore_index, smoothing=self.smoothing,
+            grad_scale=self.scale, loss=self.loss_rows[start:stop],
+            grad=z if self.return_grad else None, num_threads=self.threads)
+        if self.return_grad:
+            np.matmul(z, self.W, out=self.dx[start:stop])
+            self._add_weight_grad(z, start, stop, 0)
+
+    # ---- one chunk of rows, a block of classes at a time -------------------------
+
+    def _class_blocks(self, start: int, stop: int) -> None:
+        stats = np.zeros((stop - start, _kernels.STATS))
+        stats[:, 0] = -np.inf
+        blocks = [(first, min(self.K, first + self.class_width))
+                  for first in range(0, self.K, self.class_width)]
+        for first, last in blocks:
+            _kernels.cross_entropy_block_stats(
+                logits=self._logits(start, stop, first, last), first_class=first,
+                target=self._index(start, stop), probs=self._probs(start, stop, first, last),
+                weight=self._weight(first, last), smoothing=self.smoothing != 0.0,
+                stats=stats, num_threads=self.threads)
+        alpha, one_hot = self._loss_from_stats(stats, start, stop)
+        if not self.return_grad:
+            return
+        index = self._index(start, stop)
+        for first, last in blocks:
+            z = self._logits(start, stop, first, last)
+            _kernels.cross_entropy_block_grad(
+                logits=z, first_class=first, target=index,
+                probs=self._probs(start, stop, first, last), weight=self._weight(first, last),
+                shift=np.ascontiguousarray(stats[:, 0]), alpha=alpha, one_hot=one_hot,
+                beta=self.scale * (1.0 - self.smoothing), gamma=self.scale * self.smoothing / self.K,
+                num_threads=self.threads)
+            if index is not None:
+                z[index == self.ignore_index] = 0
+            self.dx[start:stop] += z @ self.W[first:last]
+            self._add_weight_grad(z, start, stop, first)
+
+    def _loss_from_stats(self, stats: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row losses of rows [start, stop) from merged block statistics,
+        and the per-row gradient factors alpha = scale * C / s and
+        one_hot = scale (1 - e) w_y.
+
+        With m the row max, s = sum exp(z - m), C = sum_k c_k:
+        loss = C log s + sum_k c_k (m - z_k), each term formed from
+        differences with m so that huge logits cancel exactly.
+        """
+        K, w, smoothing, scale = self.K, self.weight, self.smoothing, self.scale
+        m, s = stats[:, 0], stats[:, 1]
+        weight_sum = float(K) if w is None else float(np.sum(w, dtype=np.float64))
+        loss_out = self.loss_rows[start:stop]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            log_s = np.log(s)
+            smooth_term = smoothing / K * (m * weight_sum - stats[:, 3]) if smoothing else 0.0
+            index = self._index(start, stop)
+            if index is not None:
+                kept = index != self.ignore_index
+                w_y = np.where(kept, 1.0 if w is None else
+                               w[np.where(kept, index, 0)].astype(np.float64), 0.0)
+                total_c = (1.0 - smoothing) * w_y + smoothing / K * weight_sum
+                loss = total_c * log_s + (1.0 - smoothing) * w_y * (m - stats[:, 2]) + smooth_term
+                loss_out[...] = np.where(kept, loss, 0.0)
+                one_hot = scale * (1.0 - smoothing) * w_y
+            else:
+                mass = stats[:, 4]
+                total_c = (1.0 - smoothing) * mass + smoothing / K * weight_sum
+                loss_out[...] = total_c * log_s + (1.0 - smoothing) * (m * mass - stats[:, 2]) \
+                    + smooth_term
+                one_hot = np.zeros(len(m))
+            alpha = scale * total_c / s
+        return alpha, one_hot
+
+    # ---- pieces ------------------------------------------------------------------
+
+    def _logits(self, start: int, stop: int, first: int, last: int) -> np.ndarray:
+        """Logits of rows [start, stop) and classes [first, last), in the chunk buffer."""
+        z = self.logits[: stop - start, : last - first]
+        np.matmul(self.x[start:stop], self.W[first:last].T, out=z)
+        if self.b is not None:
+            z += self.b[first:last]
+        return z
+
+    def _add_weight_grad(self, dlogits: np.ndarray, start: int, stop: int, first: int) -> None:
+        """dW[first:first + width] += dlogits^T x[start:stop], db likewise.
+
+        The first chunk of rows writes its GEMM straight into dW; later ones
+        go through the small dW_block temporary."""
+        x_rows = self.x[start:stop]
+        width = dlogits.shape[1]
+        if self.db is not None:
+            self.db[first:first + width] += dlogits.sum(axis=0)
+        if start == 0:
+            np.matmul(dlogits.T, x_rows, out=self.dW[first:first + width])
+            return
+        for offset in range(0, width, self.dW_block_classes):
+            n = min(self.dW_block_classes, width - offset)
+            block = self.dW_block[:n]
+            np.matmul(dlogits[:, offset:offset + n].T, x_rows, out=block)
+            self.dW[first + offset:first + offset + n] += block
+
+    def _index(self, start: int, stop: int) -> Optional[np.ndarray]:
+        index = self.targets.index
+        return None if index is None else index[start:stop]
+
+    def _probs(self, start: int, stop: int, first: int, last: int) -> Optional[np.ndarray]:
+        probs = self.targets.probs
+        return None if probs is None else probs[start:stop, first:last]
+
+    def _weight(self, first: int, last: int) -> Optional[np.ndarray]:
+        return None if self.weight is None else self.weight[first:last]
+
