@@ -11,6 +11,7 @@ come from the runtime dispatch in src/row_kernels.h.
 """
 
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -59,6 +60,11 @@ def _compiler_family(compiler) -> str:
 
 
 def _links(compiler, source: str, compile_args, link_args) -> bool:
+    """Compile and link `source` as the extension would be: with the user's
+    CFLAGS and LDFLAGS too (an -fsanitize build must link its probe with
+    -fsanitize, or the probe fails and the build silently turns serial)."""
+    compile_args = compile_args + shlex.split(os.environ.get("CFLAGS", ""))
+    link_args = link_args + shlex.split(os.environ.get("LDFLAGS", ""))
     tmp = tempfile.mkdtemp(prefix="sx-probe-")
     try:
         path = os.path.join(tmp, "probe.c")

@@ -31,10 +31,16 @@ from ._threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
-# SOFTMAX_EXT_ISA=portable|avx2|avx512 caps the kernel instruction set (for
-# testing and for reproducing results across machines).
+# SOFTMAX_EXT_ISA=portable|avx2|avx512 (any case) caps the kernel instruction
+# set (for testing and for reproducing results across machines); an unknown
+# name warns and keeps the best set rather than making the import fail.
 if _os.environ.get("SOFTMAX_EXT_ISA"):
-    _kernels.select_isa(_os.environ["SOFTMAX_EXT_ISA"])
+    try:
+        _kernels.select_isa(_os.environ["SOFTMAX_EXT_ISA"].strip().lower())
+    except ValueError as _bad_isa:
+        import warnings as _warnings
+
+        _warnings.warn(f"SOFTMAX_EXT_ISA ignored: {_bad_isa}", RuntimeWarning, stacklevel=2)
 
 __all__ = [
     "softmax",

@@ -41,7 +41,7 @@ def softmax_jacobian(x: ArrayLike, axis: Optional[int] = -1) -> np.ndarray:
     x : array_like
         Logits; dtypes as in `softmax`.
     axis : int, optional
-        The class axis (default -1).
+        The class axis (default -1); None is refused (TypeError).
 
     Returns
     -------
@@ -51,10 +51,13 @@ def softmax_jacobian(x: ArrayLike, axis: Optional[int] = -1) -> np.ndarray:
     z = as_float_array(x, "x")
     if z.ndim == 0:
         raise ValueError("x must have at least one dimension")
+    if axis is None:
+        raise TypeError("softmax_jacobian needs an int axis (the class axis); for the whole "
+                        "array as one distribution, pass x.reshape(-1) and axis=0")
     axis = normalize_axis(axis, z.ndim)
     p = np.ascontiguousarray(np.moveaxis(softmax(z, axis=axis), axis, -1))
     K = p.shape[-1]
-    rows = p.reshape(-1, K)
+    rows = p.reshape(-1, K) if p.size else np.empty((math.prod(p.shape[:-1]), K), z.dtype)
     out = np.empty((rows.shape[0], K, K), dtype=z.dtype)
     if out.size:
         _kernels.softmax_jacobian(p=rows, out=out, num_threads=resolve_num_threads(None, out.size))
@@ -140,7 +143,8 @@ def weight_grad(x: ArrayLike, dlogits: ArrayLike) -> tuple[np.ndarray, np.ndarra
     x_arr, d_arr = as_float_array(x, "x"), as_float_array(dlogits, "dlogits")
     dtype = np.result_type(x_arr, d_arr)
     x2, d2 = np.atleast_2d(x_arr).astype(dtype, copy=False), np.atleast_2d(d_arr).astype(dtype, copy=False)
-    if x2.ndim != 2 or d2.ndim != 2 or x2.shape[0] != d2.shape[0] or x_arr.ndim != d_arr.ndim:
+    if x_arr.ndim == 0 or x2.ndim != 2 or d2.ndim != 2 or x2.shape[0] != d2.shape[0] \
+            or x_arr.ndim != d_arr.ndim:
         raise ValueError(f"x (N, D) and dlogits (N, K) must have the same N, got {x_arr.shape} and {d_arr.shape}")
     return d2.T @ x2, d2.sum(axis=0)
 

@@ -132,7 +132,7 @@ class ChunkedLinearCrossEntropy:
             _kernels.cross_entropy_block_stats(
                 logits=self._logits(start, stop, first, last), first_class=first,
                 target=self._index(start, stop), probs=self._probs(start, stop, first, last),
-                weight=self._weight(first, last), smoothing=self.smoothing != 0.0,
+                weight=self._weight(first, last), smoothing=self.smoothing, classes=self.K,
                 stats=stats, num_threads=self.threads)
         alpha, one_hot = self._loss_from_stats(stats, start, stop)
         if not self.return_grad:
@@ -166,9 +166,9 @@ class ChunkedLinearCrossEntropy:
         loss_out = self.loss_rows[start:stop]
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             log_s = np.log(s)
-            smooth_term = smoothing / K * (m * weight_sum - stats[:, 3]) if smoothing else 0.0
             index = self._index(start, stop)
             if index is not None:
+                smooth_term = smoothing / K * (m * weight_sum - stats[:, 3]) if smoothing else 0.0
                 kept = index != self.ignore_index
                 w_y = np.where(kept, 1.0 if w is None else
                                w[np.where(kept, index, 0)].astype(np.float64), 0.0)
@@ -176,11 +176,9 @@ class ChunkedLinearCrossEntropy:
                 loss = total_c * log_s + (1.0 - smoothing) * w_y * (m - stats[:, 2]) + smooth_term
                 loss_out[...] = np.where(kept, loss, 0.0)
                 one_hot = scale * (1.0 - smoothing) * w_y
-            else:
-                mass = stats[:, 4]
-                total_c = (1.0 - smoothing) * mass + smoothing / K * weight_sum
-                loss_out[...] = total_c * log_s + (1.0 - smoothing) * (m * mass - stats[:, 2]) \
-                    + smooth_term
+            else:  # the kernel merged c_k = ((1 - e) t_k + e/K) w_k with smoothing in
+                total_c = stats[:, 4]
+                loss_out[...] = total_c * log_s + (m * total_c - stats[:, 2])
                 one_hot = np.zeros(len(m))
             alpha = scale * total_c / s
         return alpha, one_hot

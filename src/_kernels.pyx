@@ -27,7 +27,7 @@
 # that chunked order, so both give the same bits and the result never depends
 # on num_threads.
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, NAN, exp, isfinite, log
+from libc.math cimport INFINITY, NAN, exp, isfinite, isnan, log
 from libc.stdlib cimport free, malloc
 
 ctypedef fused floating:
@@ -617,6 +617,26 @@ def cols(*, int op, const floating[:, :, :] x not None, const floating[:, :, :] 
 # to a float64 array that the caller sums in a fixed order, so the total does
 # not depend on the thread count.
 
+cdef double prob_target_dot(const sx_table *t, const floating *z, const floating *probs,
+                            const floating *weight, Py_ssize_t n, double shift, double smoothing,
+                            double share) noexcept nogil:
+    """sum_k c_k (z_k - shift) for c_k = ((1 - e) t_k + e/K) w_k, as PyTorch
+    forms it: where smoothing makes c_k > 0, z_k = -inf gives -inf even if
+    t_k = 0.  Vectorised as two dot products; the NaN that splitting makes
+    of 0 * -inf (rare: a -inf logit) is recomputed element by element."""
+    cdef double dot = (1.0 - smoothing) * t.row_dot(z, probs, weight, n, shift)
+    cdef Py_ssize_t k
+    if smoothing == 0.0:
+        return dot
+    dot += share * t.row_dot(z, weight, NULL, n, shift)
+    if isnan(dot):
+        dot = 0.0
+        for k in range(n):
+            dot += ((1.0 - smoothing) * probs[k] + share) * (weight[k] if weight != NULL else 1.0) \
+                * (z[k] - shift)
+    return dot
+
+
 cdef void xent_row(const sx_table *t, const floating *z, Py_ssize_t K, Py_ssize_t target,
                    const floating *probs, const floating *weight, double weight_sum,
                    double smoothing, double grad_scale, double *loss,
@@ -633,8 +653,8 @@ cdef void xent_row(const sx_table *t, const floating *z, Py_ssize_t K, Py_ssize_
         shifted_dot = (1.0 - smoothing) * w_y * (z[target] - m)
     else:
         total_c = (1.0 - smoothing) * t.row_dot(probs, weight, NULL, K, 0.0) + share * weight_sum
-        shifted_dot = (1.0 - smoothing) * t.row_dot(z, probs, weight, K, m)
-    if smoothing != 0.0:
+        shifted_dot = prob_target_dot(t, z, probs, weight, K, m, smoothing, share)
+    if smoothing != 0.0 and probs == NULL:
         shifted_dot += share * t.row_dot(z, weight, NULL, K, m)
     total_exp = t.row_exp_sum(z, grad, K, m)   # grad <- exp(z - m)
     loss[0] = total_c * log(total_exp) - shifted_dot
@@ -683,13 +703,12 @@ cdef void xent_short_rows(const sx_table *t, const floating *z, Py_ssize_t ldz, 
             one_hot[j] = <floating>(grad_scale * (1.0 - smoothing) * w_y)
         else:
             target_weight = 0.0
-            dot = 0.0
             for k in range(K):
-                v_k = weight[k] if weight != NULL else 1
-                target_weight += probs[j * ldp + k] * v_k
-                dot += probs[j * ldp + k] * v_k * (tile[k * w + j] - m)
+                target_weight += probs[j * ldp + k] * (weight[k] if weight != NULL else 1)
             total_c[j] = (1.0 - smoothing) * target_weight + share * weight_sum
-            shifted_dot[j] = (1.0 - smoothing) * dot
+            shifted_dot[j] = prob_target_dot(t, z + j * ldz, probs + j * ldp, weight, K, m,
+                                             smoothing, share)
+            continue
         if smoothing != 0.0:
             dot = 0.0
             for k in range(K):
@@ -872,25 +891,28 @@ def softmax_weight_jacobian(*, const floating[:, ::1] p not None, const floating
 cdef enum:  # STATS columns, per row (float64)
     STAT_MAX = 0        # running max m
     STAT_SUM = 1        # sum of exp(z - m)
-    STAT_TARGET = 2     # index target: z_y;  probabilities: sum_k t_k w_k z_k
-    STAT_SMOOTH = 3     # sum_k w_k z_k (with label smoothing)
-    STAT_MASS = 4       # probabilities: sum_k t_k w_k
+    STAT_TARGET = 2     # index target: z_y;  probabilities: sum_k c_k z_k
+    STAT_SMOOTH = 3     # index target with label smoothing: sum_k w_k z_k
+    STAT_MASS = 4       # probabilities: C = sum_k c_k, c_k = ((1 - e) t_k + e/K) w_k
 STATS = 5
 
 
 def cross_entropy_block_stats(*, const floating[:, :] logits not None, Py_ssize_t first_class,
                               const Py_ssize_t[::1] target=None, const floating[:, :] probs=None,
-                              const floating[::1] weight=None, bint smoothing,
-                              double[:, ::1] stats not None, int num_threads):
+                              const floating[::1] weight=None, double smoothing,
+                              Py_ssize_t classes, double[:, ::1] stats not None,
+                              int num_threads):
     """Merge classes [first_class, first_class + logits.shape[1]) of every row
-    into `stats` (N, 5).  `probs` and `weight` hold the same classes only."""
+    into `stats` (N, 5).  `probs` and `weight` hold the same classes only;
+    `classes` is K, the number of all classes (label smoothing spreads e/K)."""
     cdef Py_ssize_t N = logits.shape[0], Kb = logits.shape[1], r, y, ldz, ldp
     cdef const floating *z0
     cdef const floating *p0
     cdef const floating *w0
     cdef const Py_ssize_t *y0
     cdef const sx_table *t
-    cdef double block_max, block_sum, m, weight_block_sum
+    cdef double block_max, block_sum, m, weight_block_sum, mass
+    cdef double share = smoothing / classes if classes > 0 else 0.0
     check_threads(num_threads)
     check_view("stats", 2, &stats.shape[0], &stats.strides[0], &stats[0, 0], sizeof(double),
                (N, STATS), True)
@@ -918,11 +940,15 @@ def cross_entropy_block_stats(*, const floating[:, :] logits not None, Py_ssize_
                 if 0 <= y < Kb:
                     stats[r, STAT_TARGET] = z0[r * ldz + y]
             elif p0 != NULL:
-                # the block max comes off before the products and back on in double
-                stats[r, STAT_TARGET] += t.row_dot(z0 + r * ldz, p0 + r * ldp, w0, Kb, block_max) \
-                    + block_max * t.row_dot(p0 + r * ldp, w0, NULL, Kb, 0.0)
-                stats[r, STAT_MASS] += t.row_dot(p0 + r * ldp, w0, NULL, Kb, 0.0)
-            if smoothing:
+                # smoothing included: c_k = ((1 - e) t_k + e/K) w_k; the block
+                # max comes off before the products and back on in double
+                mass = (1.0 - smoothing) * t.row_dot(p0 + r * ldp, w0, NULL, Kb, 0.0) \
+                    + share * weight_block_sum
+                stats[r, STAT_TARGET] += prob_target_dot(t, z0 + r * ldz, p0 + r * ldp, w0, Kb,
+                                                         block_max, smoothing, share) \
+                    + block_max * mass
+                stats[r, STAT_MASS] += mass
+            if smoothing != 0.0 and y0 != NULL:
                 stats[r, STAT_SMOOTH] += t.row_dot(z0 + r * ldz, w0, NULL, Kb, block_max) \
                     + block_max * weight_block_sum
 
