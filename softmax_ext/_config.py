@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import _kernels
-from ._threads import get_num_threads
+from ._threads import forked_after_parallel, get_num_threads
 
 
 def show_config(print_: bool = True) -> dict[str, Any]:
@@ -25,6 +25,8 @@ def show_config(print_: bool = True) -> dict[str, Any]:
     dict
         ``version``, ``openmp`` (compiled with OpenMP), ``num_threads``
         (what a call with ``num_threads=None`` may use from this thread),
+        ``single_threaded_after_fork`` (this is a forked child of a process
+        that had run threaded kernels, so every call uses one thread),
         ``simd`` (kernel instruction set in use), ``cpu_simd`` (widest the
         CPU supports), ``machine``, ``python``, ``numpy``.
     """
@@ -34,6 +36,7 @@ def show_config(print_: bool = True) -> dict[str, Any]:
         "version": __version__,
         "openmp": _kernels.openmp_enabled(),
         "num_threads": get_num_threads(),
+        "single_threaded_after_fork": forked_after_parallel(),
         "simd": _kernels.selected_isa(),
         "cpu_simd": _kernels.cpu_isa(),
         "machine": f"{platform.machine()} {platform.processor() or platform.system()}",

@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike
 
 from . import _kernels
 from ._core import softmax
-from ._layout import Plan, as_float_array, normalize_axis
+from ._layout import Plan, as_float_array, kernel_contiguous, normalize_axis
 from ._linear import ChunkedLinearCrossEntropy
 from ._threads import _check_count, resolve_num_threads
 
@@ -107,7 +107,7 @@ def softmax_weight_jacobian(x: ArrayLike, W: ArrayLike, b: Optional[ArrayLike] =
         `cross_entropy` / `weight_grad`, which never form it.
     """
     x_arr, W_arr, b_arr = _linear_inputs(x, W, b)
-    rows = np.ascontiguousarray(np.atleast_2d(x_arr))
+    rows = kernel_contiguous(np.atleast_2d(x_arr))
     logits = rows @ W_arr.T
     if b_arr is not None:
         logits += b_arr
@@ -181,7 +181,7 @@ def _class_weight(weight: Optional[ArrayLike], K: int, dtype: np.dtype) -> Optio
     w = as_float_array(weight, "weight")
     if w.shape != (K,):
         raise ValueError(f"weight must have shape ({K},) (one per class), got {w.shape}")
-    return np.ascontiguousarray(w, dtype=dtype)
+    return kernel_contiguous(w, dtype)
 
 
 def _targets(target: ArrayLike, N: int, K: int, dtype: np.dtype, weight: Optional[np.ndarray],
@@ -205,7 +205,7 @@ def _targets(target: ArrayLike, N: int, K: int, dtype: np.dtype, weight: Optiona
         if outside.any():
             raise ValueError(f"target holds class index {t[outside][0]}, outside [0, {K}) "
                              f"and not ignore_index ({ignore_index})")
-        index = np.ascontiguousarray(t, dtype=np.intp)  # every value fits: checked above
+        index = kernel_contiguous(t, np.intp)  # every value fits: checked above
         if weight is not None:
             denominator = float(weight[index[kept]].sum(dtype=np.float64))
         else:
@@ -214,7 +214,7 @@ def _targets(target: ArrayLike, N: int, K: int, dtype: np.dtype, weight: Optiona
     if t.dtype.kind == "f":
         if t.shape != (N, K):
             raise ValueError(f"class-probability target must have shape ({N}, {K}), got {t.shape}")
-        return _Targets(None, np.ascontiguousarray(t, dtype=dtype), float(N), kernel_ignore_index)
+        return _Targets(None, kernel_contiguous(t, dtype), float(N), kernel_ignore_index)
     raise TypeError(f"target must hold class indices (an integer dtype) or class probabilities "
                     f"(a float dtype), got dtype {t.dtype}")
 

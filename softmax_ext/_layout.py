@@ -51,6 +51,13 @@ def common_float_arrays(a: object, b: object, names: tuple[str, str]) -> tuple[n
     return a_arr.astype(dtype, copy=False), b_arr.astype(dtype, copy=False)
 
 
+def kernel_contiguous(a: object, dtype: Optional[np.dtype] = None) -> np.ndarray:
+    """`a` C-contiguous and aligned, as the kernels' ``::1`` views take it;
+    copied only when it is not (``np.ascontiguousarray`` keeps misaligned
+    data misaligned)."""
+    return np.require(a, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
+
+
 def normalize_axis(axis: object, ndim: int) -> int:
     if isinstance(axis, bool):
         raise TypeError(f"axis must be an int or None, got {axis!r}")

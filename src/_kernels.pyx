@@ -758,10 +758,11 @@ cdef int xent_operands(const floating[:, :] logits, const Py_ssize_t[::1] target
     if probs is not None:
         check_view("probs", 2, &probs.shape[0], &probs.strides[0], &probs[0, 0], size,
                    (N, K), True)
-    if target is not None and target.shape[0] != N:
-        raise ValueError(f"target has shape ({target.shape[0]},), expected ({N},)")
-    if weight is not None and weight.shape[0] != K:
-        raise ValueError(f"weight has shape ({weight.shape[0]},), expected ({K},)")
+    if target is not None:
+        check_view("target", 1, &target.shape[0], &target.strides[0], &target[0],
+                   sizeof(Py_ssize_t), (N,), True)
+    if weight is not None:
+        check_view("weight", 1, &weight.shape[0], &weight.strides[0], &weight[0], size, (K,), True)
     if N == 0 or K == 0:
         return 1
     z0[0], ldz[0] = &logits[0, 0], logits.strides[0] // size
@@ -802,8 +803,7 @@ def cross_entropy(*, const floating[:, :] logits not None, const Py_ssize_t[::1]
     cdef double weight_sum
     cdef const sx_table *t
     check_threads(num_threads)
-    if loss.shape[0] != N:
-        raise ValueError(f"loss has shape ({loss.shape[0]},), expected ({N},)")
+    check_view("loss", 1, &loss.shape[0], &loss.strides[0], &loss[0], sizeof(double), (N,), True)
     if grad is not None:
         check_view("grad", 2, &grad.shape[0], &grad.strides[0], &grad[0, 0], size, (N, K), True)
     if target is not None:
@@ -970,9 +970,10 @@ def cross_entropy_block_grad(*, floating[:, :] logits not None, Py_ssize_t first
     cdef const sx_table *t
     cdef double unused_weight_sum
     check_threads(num_threads)
-    for name, per_row in (("shift", shift), ("alpha", alpha), ("one_hot", one_hot)):
-        if per_row.shape[0] != N:
-            raise ValueError(f"{name} has shape ({per_row.shape[0]},), expected ({N},)")
+    check_view("shift", 1, &shift.shape[0], &shift.strides[0], &shift[0], sizeof(double), (N,), True)
+    check_view("alpha", 1, &alpha.shape[0], &alpha.strides[0], &alpha[0], sizeof(double), (N,), True)
+    check_view("one_hot", 1, &one_hot.shape[0], &one_hot.strides[0], &one_hot[0], sizeof(double),
+               (N,), True)
     if xent_operands(logits, target, probs, weight, &logits0, &ldz, &y0, &p0, &ldp, &w0,
                      &unused_weight_sum):
         return
