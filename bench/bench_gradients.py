@@ -4,8 +4,10 @@ fused linear + softmax + cross-entropy layer.
 cross_entropy(loss + dlogits) against PyTorch F.cross_entropy forward+backward,
 the plain numpy formula and scikit-learn's HalfMultinomialLoss.loss_gradient
 (each when installed); linear_cross_entropy against PyTorch F.linear +
-F.cross_entropy forward+backward and against the bare time of its three GEMMs
-at full size.  Extra peak memory: peak resident memory above the inputs
+F.cross_entropy forward+backward, against the bare time of its three GEMMs
+at full size, and against its previous threading design (BLAS limited to one
+thread process-wide inside Python workers; it changed global state and is
+kept here only to measure the current design against).  Extra peak memory: peak resident memory above the inputs
 during one call, in a fresh process per contender (Linux).  Writes bench/results/gradients_<machine>.{json,md}.
 
     python bench/bench_gradients.py
@@ -25,7 +27,8 @@ import softmax_ext as sx
 from softmax_ext import _bench
 
 CE_SHAPES = [(65536, 10), (8192, 1000), (1024, 32000)]
-LINEAR_SHAPE = (2048, 256, 32000)  # N, D, K
+# N, D, K: the headline layer, a tall-D layer, a small-D one, and a small call
+LINEAR_SHAPES = [(2048, 256, 32000), (64, 8192, 1000), (16384, 32, 1000), (256, 64, 100)]
 
 
 def ce_contenders(z, y, threads):
@@ -79,6 +82,7 @@ def linear_contenders(x, W, y, threads):
         np.matmul(logits.T, x, out=dW)
 
     calls["3 GEMMs"] = three_gemms
+    calls["previous design"] = lambda: previous_design(x, W, y, threads)
     try:
         import torch
         import torch.nn.functional as F
@@ -94,6 +98,44 @@ def linear_contenders(x, W, y, threads):
     except ImportError:
         pass
     return calls
+
+
+def previous_design(x, W, y, threads):
+    """Loss, dx and dW as linear_cross_entropy computed them up to 0.1.0:
+    threadpool_limits(1, "blas") around `threads` Python workers, each
+    running its rows' GEMMs and the kernel on one thread, then dW split by
+    classes over the workers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    from softmax_ext import _kernels
+
+    N, K = x.shape[0], W.shape[0]
+    rows = min(N, max(64, 64 * 2**20 // (K * x.itemsize)))
+    loss_rows, dx, dW = np.empty(N), np.empty_like(x), np.zeros_like(W)
+    logits = np.empty((rows, K), x.dtype)
+
+    def split(start, stop):
+        bounds = np.linspace(start, stop, threads + 1).astype(int)
+        return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if a < b]
+
+    def rows_part(a, b, start):
+        z = logits[a - start:b - start]
+        np.matmul(x[a:b], W.T, out=z)
+        _kernels.cross_entropy(logits=z, target=y[a:b], ignore_index=-100, smoothing=0.0,
+                               grad_scale=1.0 / N, loss=loss_rows[a:b], grad=z, num_threads=1)
+        np.matmul(z, W, out=dx[a:b])
+
+    def classes_part(first, last, start, stop):
+        dW[first:last] += logits[:stop - start, first:last].T @ x[start:stop]
+
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+        for start in range(0, N, rows):
+            stop = min(N, start + rows)
+            list(pool.map(lambda ab: rows_part(*ab, start), split(start, stop)))
+            list(pool.map(lambda ab: classes_part(*ab, start, stop), split(0, K)))
+    return loss_rows.sum() / N, (dx, dW, None)
 
 
 def _inputs(kind, shape, seed=0):
@@ -144,6 +186,21 @@ def _extra_peak_mib(kind, shape, name, threads):
     return float(result.stdout.strip()) if result.returncode == 0 else None
 
 
+def _check_contenders(calls):
+    """Every contender's loss must agree with softmax_ext's before it is timed."""
+    def loss_of(result):
+        loss = result[0] if isinstance(result, tuple) else result
+        return float(loss.item() if hasattr(loss, "item") else loss)
+
+    ours = loss_of(calls["softmax_ext"]())
+    for name, call in calls.items():
+        if name in ("3 GEMMs", "sklearn", "torch"):
+            continue  # no loss returned to compare (sklearn: per-row halves; torch: gradients)
+        other = loss_of(call())
+        if not np.isclose(other, ours, rtol=1e-4):
+            raise SystemExit(f"{name} disagrees with softmax_ext: loss {other} vs {ours}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default=str(Path(__file__).parent / "results"))
@@ -153,10 +210,11 @@ def main(argv=None):
     machine = _bench.machine_description()
     print("machine:", machine)
     rows = []
-    for kind, shapes, factory in (("ce", CE_SHAPES, ce_contenders), ("linear", [LINEAR_SHAPE], linear_contenders)):
+    for kind, shapes, factory in (("ce", CE_SHAPES, ce_contenders), ("linear", LINEAR_SHAPES, linear_contenders)):
         for shape in shapes:
             inputs = _inputs(kind, shape)
             calls = factory(*inputs, threads)
+            _check_contenders(calls)
             ms = {name: 1e3 * _bench.median_seconds(call, min_repeats=5, min_seconds=0.5)
                   for name, call in calls.items()}
             peak = {name: _extra_peak_mib(kind, shape, name, threads) for name in calls}

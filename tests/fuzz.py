@@ -161,14 +161,21 @@ class Case:
 
     def check_memory(self, outs=()):
         for arena in self.arenas:
-            assert arena.guard_intact(), "a byte outside every operand changed: " + "; ".join(self.log)
+            _require(arena.guard_intact(), "a byte outside every operand changed", self.log)
         for arena in self.inputs:
             written = np.zeros(arena.raw.shape, bool)
             for out in outs:
                 if out is not None and any(np.shares_memory(out, v) for v in arena.views):
                     written |= arena.footprint([out])
             same = arena.raw == arena.before
-            assert np.all(same | written), "an input changed: " + "; ".join(self.log)
+            _require(np.all(same | written), "an input changed", self.log)
+
+
+def _require(condition, what: str, log: list[str]) -> None:
+    """An assertion that also holds under ``python -O`` (this is no test
+    module, so pytest does not rewrite its asserts)."""
+    if not condition:
+        raise AssertionError(f"{what}: " + "; ".join(log))
 
 
 def _close(actual, expected, dtype, what, log, scale=None):
@@ -177,7 +184,7 @@ def _close(actual, expected, dtype, what, log, scale=None):
     the cancellation each element's formula has."""
     expected = np.asarray(expected, np.float64)
     actual = np.asarray(actual).astype(np.float64)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    _require(actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}", log)
     if scale is None:
         scale = float(np.max(np.abs(expected))) if expected.size else 1.0
     rtol, atol = (3e-5, 3e-6) if np.dtype(dtype) == np.float32 else (1e-10, 1e-12)
@@ -255,8 +262,7 @@ def fuzz_softmax_family(case: Case, dtype):
         reference = ref.softmax if name == "softmax" else ref.log_softmax
         want = reference(x_values, axis) if x.size else np.empty(shape)
     if out is not None:
-        assert result is out, "out= was not returned: " + "; ".join(case.log)
-    assert np.shape(result) == np.shape(want), f"shape {np.shape(result)} != {np.shape(want)}"
+        _require(result is out, "out= was not returned", case.log)
     scale = None
     if name.endswith("backward") and x.size:  # y_i times a sum of |g|-sized terms
         y = np.abs(x_values) if name == "softmax_backward" else np.exp(x_values)

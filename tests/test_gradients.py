@@ -272,6 +272,8 @@ def test_linear_cross_entropy_errors(rng):
         sx.linear_cross_entropy(x[0], W, y[:1])
 
 
+@pytest.mark.skipif(bool(os.environ.get("SOFTMAX_EXT_SANITIZED")),
+                    reason="AddressSanitizer's shadow memory inflates the resident size")
 def test_linear_cross_entropy_memory_stays_within_one_chunk():
     """N=4096, D=256, K=65536 float32: the full logits alone would be 1 GiB."""
     code = textwrap.dedent("""

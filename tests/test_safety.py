@@ -307,6 +307,20 @@ def _blas_state():
             if info["user_api"] == "blas"]
 
 
+def _run_beside(background, targets, stop):
+    """Run `targets` (callables) in threads to completion while `background`
+    runs in another thread until `stop` is set."""
+    side = threading.Thread(target=background)
+    workers = [threading.Thread(target=target) for target in targets]
+    side.start()
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    stop.set()
+    side.join()
+
+
 def test_linear_cross_entropy_leaves_blas_limits_alone():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((700, 64))
@@ -329,15 +343,7 @@ def test_linear_cross_entropy_leaves_blas_limits_alone():
             seen.update(n for _, n in _blas_state())
             a @ a
 
-    watcher = threading.Thread(target=matmuls)
-    workers = [threading.Thread(target=layer) for _ in range(2)]
-    watcher.start()
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
-    stop.set()
-    watcher.join()
+    _run_beside(matmuls, [layer, layer], stop)
     assert not failures
     assert _blas_state() == before
     assert seen <= {n for _, n in before}, "another thread saw BLAS limits change"
@@ -378,15 +384,7 @@ def test_eight_threads_mixing_functions_while_thread_counts_change():
             k += 1
 
     try:
-        churner = threading.Thread(target=churn)
-        churner.start()
-        workers = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join()
-        stop.set()
-        churner.join()
+        _run_beside(churn, [lambda i=i: worker(i) for i in range(8)], stop)
     finally:
         sx.set_num_threads(None)
         _threads.MIN_ELEMENTS_PER_THREAD = saved
