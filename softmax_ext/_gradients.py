@@ -387,9 +387,9 @@ def linear_cross_entropy(
     N, K = x_arr.shape[0], W_arr.shape[0]
     w = _class_weight(weight, K, x_arr.dtype)
     targets = _targets(target, N, K, x_arr.dtype, w, ignore_index)
-    layer = ChunkedLinearCrossEntropy(
-        x_arr, W_arr, b_arr, targets, w, smoothing, reduction, return_grad, None if chunk_size is None else _check_count(chunk_size, "chunk_size"),
-        num_threads)
+    chunk_rows = None if chunk_size is None else _check_count(chunk_size, "chunk_size")
+    layer = ChunkedLinearCrossEntropy(x_arr, W_arr, b_arr, targets, w, smoothing, reduction,
+                                      return_grad, chunk_rows, num_threads)
     layer.run()
     loss = _reduce(layer.loss_rows, reduction, targets.denominator, x_arr.dtype)
     if not return_grad:

@@ -75,7 +75,6 @@ class ChunkedLinearCrossEntropy:
                  num_threads: Optional[int]):
         self.x, self.W, self.b = x, W, b
         self.targets, self.weight, self.smoothing = targets, weight, smoothing
-        self.ignore_index = targets.ignore_index
         self.scale = targets.grad_scale(reduction)
         (N, D), K, dtype = x.shape, W.shape[0], x.dtype
         self.K = K
@@ -114,7 +113,7 @@ class ChunkedLinearCrossEntropy:
         z = self._logits(start, stop, 0, self.K)
         _kernels.cross_entropy(
             logits=z, target=self._index(start, stop), probs=self._probs(start, stop, 0, self.K),
-            weight=self.weight, ignore_index=self.ignore_index, smoothing=self.smoothing,
+            weight=self.weight, ignore_index=self.targets.ignore_index, smoothing=self.smoothing,
             grad_scale=self.scale, loss=self.loss_rows[start:stop],
             grad=z if self.return_grad else None, num_threads=self.threads)
         if self.return_grad:
@@ -138,16 +137,18 @@ class ChunkedLinearCrossEntropy:
         if not self.return_grad:
             return
         index = self._index(start, stop)
+        ignored = None if index is None else index == self.targets.ignore_index
+        row_max = np.ascontiguousarray(stats[:, 0])
         for first, last in blocks:
             z = self._logits(start, stop, first, last)
             _kernels.cross_entropy_block_grad(
                 logits=z, first_class=first, target=index,
                 probs=self._probs(start, stop, first, last), weight=self._weight(first, last),
-                shift=np.ascontiguousarray(stats[:, 0]), alpha=alpha, one_hot=one_hot,
+                shift=row_max, alpha=alpha, one_hot=one_hot,
                 beta=self.scale * (1.0 - self.smoothing), gamma=self.scale * self.smoothing / self.K,
                 num_threads=self.threads)
-            if index is not None:
-                z[index == self.ignore_index] = 0
+            if ignored is not None:
+                z[ignored] = 0
             self.dx[start:stop] += z @ self.W[first:last]
             self._add_weight_grad(z, start, stop, first)
 
@@ -169,7 +170,7 @@ class ChunkedLinearCrossEntropy:
             index = self._index(start, stop)
             if index is not None:
                 smooth_term = smoothing / K * (m * weight_sum - stats[:, 3]) if smoothing else 0.0
-                kept = index != self.ignore_index
+                kept = index != self.targets.ignore_index
                 w_y = np.where(kept, 1.0 if w is None else
                                w[np.where(kept, index, 0)].astype(np.float64), 0.0)
                 total_c = (1.0 - smoothing) * w_y + smoothing / K * weight_sum

@@ -24,6 +24,9 @@ from . import _kernels
 # it saves (measured: a 64x128 float32 softmax is ~10 us on one thread).
 MIN_ELEMENTS_PER_THREAD = 32768
 
+# The most threads any call uses (a fixed fact of this machine, read once).
+_THREAD_CAP = 4 * (os.cpu_count() or 1)
+
 _library_num_threads: int | None = None
 # This process has run a kernel on more than one OpenMP thread.
 _ran_parallel = False
@@ -42,9 +45,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def max_threads() -> int:
     """The most threads any call uses: 4 per logical CPU (1 in a forked child
     of a process that had run threaded kernels)."""
-    if _forked_after_parallel:
-        return 1
-    return 4 * (os.cpu_count() or 1)
+    return 1 if _forked_after_parallel else _THREAD_CAP
 
 
 def forked_after_parallel() -> bool:

@@ -434,8 +434,7 @@ cdef void tiles_kernel(int op, const floating *x, Py_ssize_t xo, Py_ssize_t xk, 
     # The strip primitives index every operand with the same column step 1;
     # any other column stride (short rows of a rows view, whose "columns" are
     # rows) goes through transposed tiles, each operand with its own strides.
-    cdef bint unit_columns = xj == 1 and (g == NULL or gj == 1) and (out == NULL or oj == 1) \
-        and (lse == NULL or lj == 1)
+    cdef bint unit_columns = xj == 1 and (g == NULL or gj == 1) and (out == NULL or oj == 1)
     cdef bint staged = bytes_per_column * 16 <= STAGE_BYTES or not unit_columns
     cdef floating *scratch = NULL
     if staged:
@@ -534,7 +533,7 @@ def rows(*, int op, const floating[:, :] x not None, const floating[:, :] grad=N
     exactly (same data, same strides).
     """
     cdef Py_ssize_t size = sizeof(floating)
-    cdef Py_ssize_t n_rows = x.shape[0], K = x.shape[1], r
+    cdef Py_ssize_t n_rows = x.shape[0], K = x.shape[1]
     cdef const floating *gp = NULL
     cdef floating *op_ = NULL
     cdef floating *lp = NULL
@@ -554,9 +553,8 @@ def rows(*, int op, const floating[:, :] x not None, const floating[:, :] grad=N
     if n_rows == 0:
         return
     if K == 0:
-        if lse is not None:  # the sum of no terms is 0
-            for r in range(n_rows):
-                lse[r] = -INFINITY
+        if lse is not None:
+            lse[:] = -INFINITY  # log of a sum of no terms
         return
     with nogil:
         rows_kernel(op, &x[0, 0], x.strides[0] // size, gp, ldg, op_, ldo, lp,
@@ -569,7 +567,7 @@ def cols(*, int op, const floating[:, :, :] x not None, const floating[:, :, :] 
     contiguous; the other axes may have any strides (multiples of the
     itemsize).  Outputs and `grad` as for `rows`; `lse` is (outer, inner)."""
     cdef Py_ssize_t size = sizeof(floating)
-    cdef Py_ssize_t outer = x.shape[0], K = x.shape[1], inner = x.shape[2], o, j
+    cdef Py_ssize_t outer = x.shape[0], K = x.shape[1], inner = x.shape[2]
     cdef const floating *gp = NULL
     cdef floating *op_ = NULL
     cdef floating *lp = NULL
@@ -592,9 +590,7 @@ def cols(*, int op, const floating[:, :, :] x not None, const floating[:, :, :] 
         return
     if K == 0:
         if lse is not None:
-            for o in range(outer):
-                for j in range(inner):
-                    lse[o, j] = -INFINITY
+            lse[:, :] = -INFINITY
         return
     with nogil:
         tiles_kernel(op, &x[0, 0, 0], x.strides[0] // size, x.strides[1] // size, 1,

@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -51,7 +55,20 @@ def bits(a):
     return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
 
 
-__all__ = ["sx", "ISAS", "assert_close", "bits", "tolerances"]
+def run_python(args, cwd, **env):
+    """stdout of a new interpreter run with `args` that imports the same
+    softmax_ext as this test (from outside the source tree when testing an
+    installed wheel); a failing run fails the test with its stderr."""
+    package_parent = os.path.dirname(os.path.dirname(sx.__file__))
+    environment = dict(os.environ, PYTHONPATH=package_parent, **env)
+    result = subprocess.run([sys.executable, *args], env=environment, cwd=cwd, capture_output=True,
+                            text=True, timeout=120)
+    if result.returncode != 0:
+        raise AssertionError(f"python {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+    return result.stdout.strip()
+
+
+__all__ = ["sx", "run_python", "ISAS", "assert_close", "bits", "tolerances"]
 
 
 def pytest_report_header(config):

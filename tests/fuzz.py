@@ -84,14 +84,14 @@ class Case:
     arena_of: dict[int, Arena] = field(default_factory=dict)  # id(view) -> its arena
     log: list[str] = field(default_factory=list)
 
-    def regular(self, values: np.ndarray, writable_ok: bool = True, unaligned_ok: bool = True):
+    def regular(self, values: np.ndarray):
         """`values` copied into a random strided layout (permuted, gapped,
         flipped, maybe unaligned) inside a new arena; the view is writable."""
         rng, shape, nd = self.rng, values.shape, values.ndim
         order = rng.permutation(nd)  # memory order, slowest first
         steps = rng.choice([1, 1, 2], nd)
         signs = rng.choice([1, 1, -1], nd)
-        unaligned = unaligned_ok and values.itemsize > 1 and rng.random() < 0.15
+        unaligned = values.itemsize > 1 and rng.random() < 0.15
         base_shape = [int(shape[a] * steps[a]) for a in order]
         arena = Arena(math.prod(base_shape) * values.itemsize + 1)
         base = np.ndarray(base_shape, values.dtype, buffer=arena.raw, offset=PAD + int(unaligned))
@@ -283,7 +283,7 @@ def _targets(case: Case, N, K, dtype, kind):
     dtype_index = rng.choice([np.int64, np.int32, np.int16, np.uint8]) if 0 < K <= 255 else np.int64
     if np.dtype(dtype_index).kind == "u":
         labels[labels < 0] = 0
-    view, arena = case.regular(labels.astype(dtype_index), unaligned_ok=True)
+    view, arena = case.regular(labels.astype(dtype_index))
     case.inputs.append(arena)
     return view
 

@@ -1,8 +1,5 @@
 """Validation, thread control, configuration."""
 
-import os
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -10,6 +7,7 @@ import pytest
 
 import softmax_ext as sx
 import reference as ref
+from conftest import run_python
 
 ALL_FUNCS = [sx.softmax, sx.log_softmax, sx.logsumexp]
 BACKWARD = [sx.softmax_backward, sx.log_softmax_backward]
@@ -114,24 +112,14 @@ def test_threadpoolctl_limits_are_honoured():
         assert sx.get_num_threads() == 2
 
 
-def _python_in_fresh_process(code, tmp_path, **env):
-    """Run `code` in a new interpreter that imports the same softmax_ext as
-    this test (from outside the source tree when testing an installed wheel)."""
-    package_parent = os.path.dirname(os.path.dirname(sx.__file__))
-    environment = dict(os.environ, PYTHONPATH=package_parent, **env)
-    result = subprocess.run([sys.executable, "-c", code], env=environment, cwd=tmp_path,
-                            capture_output=True, text=True, check=True)
-    return result.stdout.strip()
-
-
 def test_omp_num_threads_environment_variable(tmp_path):
     code = "import softmax_ext as sx; print(sx.get_num_threads())"
-    assert _python_in_fresh_process(code, tmp_path, OMP_NUM_THREADS="1") == "1"
+    assert run_python(["-c", code], tmp_path, OMP_NUM_THREADS="1") == "1"
 
 
 def test_isa_environment_variable_caps_the_kernels(tmp_path):
     code = "import softmax_ext as sx; print(sx.show_config(print_=False)['simd'])"
-    assert _python_in_fresh_process(code, tmp_path, SOFTMAX_EXT_ISA="portable") == "portable"
+    assert run_python(["-c", code], tmp_path, SOFTMAX_EXT_ISA="portable") == "portable"
 
 
 def test_openmp_is_enabled():

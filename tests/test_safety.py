@@ -4,8 +4,6 @@ no process-wide side effects, empty inputs and option validation."""
 
 import multiprocessing
 import os
-import subprocess
-import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 
@@ -14,6 +12,7 @@ import pytest
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 import reference as ref
+from conftest import run_python
 import softmax_ext as sx
 from softmax_ext import _kernels, _threads
 
@@ -110,7 +109,7 @@ def test_views_under_python_optimize(tmp_path):
         "check(w(np.arange(300.), 32), 0)\n"
         "print('ok')\n"
     )
-    assert _run_python(["-O", "-c", code], tmp_path) == "ok"
+    assert run_python(["-O", "-c", code], tmp_path) == "ok"
 
 
 # ---- kernel entry points refuse what they cannot index -------------------------------
@@ -240,7 +239,7 @@ def test_probability_targets_with_smoothing_and_minus_inf_logit():
 def test_isa_environment_variable_in_any_case(tmp_path, value, expected):
     code = ("import warnings, softmax_ext as sx\n"
             "print(sx.show_config(print_=False)['simd'])")
-    chosen = _run_python(["-W", "ignore", "-c", code], tmp_path, SOFTMAX_EXT_ISA=value)
+    chosen = run_python(["-W", "ignore", "-c", code], tmp_path, SOFTMAX_EXT_ISA=value)
     if value == "AVX2":
         expected = "avx2" if _kernels.cpu_isa() in ("avx2", "avx512") else "portable"
     elif expected is None:  # unknown: a warning, and the best set stays
@@ -249,15 +248,6 @@ def test_isa_environment_variable_in_any_case(tmp_path, value, expected):
 
 
 # ---- fork, threads and process-wide state -------------------------------------------------
-
-
-def _run_python(args, cwd, **env):
-    package_parent = os.path.dirname(os.path.dirname(sx.__file__))
-    environment = dict(os.environ, PYTHONPATH=package_parent, **env)
-    result = subprocess.run([sys.executable, *args], env=environment, cwd=cwd, capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 def test_forked_child_after_threaded_parent(tmp_path):
@@ -277,7 +267,7 @@ def test_forked_child_after_threaded_parent(tmp_path):
         "_, status = os.waitpid(pid, 0)\n"
         "print(os.waitstatus_to_exitcode(status), sx.get_num_threads() > 1 or os.cpu_count() == 1)\n"
     )
-    assert _run_python(["-c", code], tmp_path) == "0 True"
+    assert run_python(["-c", code], tmp_path) == "0 True"
 
 
 def _logsumexp_total(seed):
