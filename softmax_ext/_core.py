@@ -2,25 +2,51 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _kernels
+from ._dtypes import as_float_array, common_float_arrays, half_format, kernel_storage
 from ._layout import (
-    as_float_array,
     check_out,
-    common_float_arrays,
     input_view,
-    normalize_axis,
+    normalize_axes,
     output_buffer,
     overlaps_partially,
     planned_view,
 )
 from ._threads import resolve_num_threads
 
-Axis = Optional[int]
+Axis = Union[int, tuple[int, ...], None]
+
+# A float16 / bfloat16 kernel holds a float32 (K, w) tile per operand and
+# thread; past this K a strided reduced axis is copied contiguous instead.
+HALF_MAX_STRIDED_K = 16384
+
+
+def _kernel_for(plan_kind: str, dtype: np.dtype) -> tuple[Callable[..., None], dict[str, int]]:
+    """The kernel entry point for a plan and dtype, and its extra arguments."""
+    fmt = half_format(dtype)
+    if fmt is None:
+        return (_kernels.rows if plan_kind == "rows" else _kernels.cols), {}
+    return (_kernels.rows_half if plan_kind == "rows" else _kernels.cols_half), {"fmt": fmt}
+
+
+def _max_strided_k(dtype: np.dtype) -> Optional[int]:
+    return None if half_format(dtype) is None else HALF_MAX_STRIDED_K
+
+
+def _reduced_axes(axis: object, ndim: int) -> tuple[int, ...]:
+    """`normalize_axes`, and for a 0-d array (one distribution of one value,
+    as in scipy.special) None or the default axis -1; any other axis is out
+    of bounds there, as numpy says."""
+    if ndim == 0:
+        if axis is not None and (isinstance(axis, bool) or axis != -1):
+            raise np.exceptions.AxisError(f"axis {axis!r} is out of bounds for a 0-d array")
+        return ()
+    return normalize_axes(axis, ndim)
 
 
 def _run_elementwise(
@@ -35,23 +61,16 @@ def _run_elementwise(
     if out is not None:
         check_out(out, x.shape, x.dtype)
     threads = resolve_num_threads(num_threads, x.size)
-    if axis is None:
-        flat_out = out.reshape(-1) if out is not None and out.flags.c_contiguous else None
-        result = _run_elementwise(
-            op, x.reshape(-1), None if grad is None else grad.reshape(-1), 0, flat_out, threads
-        ).reshape(x.shape)
-        if out is not None and flat_out is None:
-            np.copyto(out, result)
-        return result if out is None else out
-    axis = normalize_axis(axis, x.ndim)
+    axes = _reduced_axes(axis, x.ndim)
     if x.size == 0:
         return np.empty_like(x) if out is None else out
-    x, plan, x_view = planned_view(x, axis)
+    x, plan, x_view = planned_view(x, axes, _max_strided_k(x.dtype))
     grad_view = None if grad is None else input_view(plan, grad)
     writable_out = None if out is None or overlaps_partially(out, x, grad) else out
     result, out_view = output_buffer(plan, writable_out, x.shape, x.dtype)
-    kernel = _kernels.rows if plan.kind == "rows" else _kernels.cols
-    kernel(op=op, x=x_view, grad=grad_view, out=out_view, num_threads=threads)
+    kernel, extra = _kernel_for(plan.kind, x.dtype)
+    kernel(op=op, x=kernel_storage(x_view), grad=kernel_storage(grad_view),
+           out=kernel_storage(out_view), num_threads=threads, **extra)
     if out is not None and result is not out:
         np.copyto(out, result)
         return out
@@ -71,11 +90,15 @@ def softmax(
     Parameters
     ----------
     x : array_like
-        Logits. float32 and float64 are computed natively; bool, integer and
-        float16 are promoted to float64; other dtypes raise TypeError.
-    axis : int or None, optional
-        Axis holding the classes (default -1). None treats the whole array as
-        one distribution.
+        Logits, any byte order.  float64 and float32 are computed natively,
+        float16 and ml_dtypes.bfloat16 in float32 inside the kernels (and
+        returned in their own dtype), bool and integers in float64; other
+        dtypes raise TypeError (the table in softmax_ext/_dtypes.py).
+    axis : int, tuple of ints or None, optional
+        Axis holding the classes (default -1, as in PyTorch and JAX).  A
+        tuple of axes forms one distribution; None the whole array.
+        scipy.special's default is ``axis=None``: write ``softmax(x, axis=None)``
+        for scipy's result.
     out : ndarray, optional
         Where to write the result; must have the result's shape and dtype.
     num_threads : int, optional
@@ -110,8 +133,10 @@ def log_softmax(
     ----------
     x : array_like
         Logits; dtypes as in `softmax`.
-    axis : int or None, optional
-        Axis holding the classes (default -1); None: the whole array.
+    axis : int, tuple of ints or None, optional
+        Axis holding the classes (default -1); a tuple of axes forms one
+        distribution, None the whole array.  scipy.special's default is
+        ``axis=None``: write ``log_softmax(x, axis=None)`` for scipy's result.
     out : ndarray, optional
         Where to write the result; must have the result's shape and dtype.
     num_threads : int, optional
@@ -132,62 +157,123 @@ def log_softmax(
 
 
 def logsumexp(
-    x: ArrayLike, axis: Axis = -1, *, keepdims: bool = False, num_threads: Optional[int] = None
-) -> Union[np.ndarray, np.floating]:
-    r"""Logarithm of the sum of exponentials along an axis.
+    a: ArrayLike,
+    axis: Axis = -1,
+    b: Optional[ArrayLike] = None,
+    keepdims: bool = False,
+    return_sign: bool = False,
+    *,
+    out: Optional[np.ndarray] = None,
+    num_threads: Optional[int] = None,
+) -> Any:
+    r"""Logarithm of the sum of exponentials along an axis, as scipy.special.logsumexp.
 
-    .. math:: \mathrm{logsumexp}(x) = m + \log \sum_j e^{x_j - m}, \quad m = \max_j x_j
+    .. math:: \mathrm{logsumexp}(a) = m + \log \sum_j b_j e^{a_j - m}, \quad m = \max_j a_j
 
     with m replaced by 0 when it is infinite, as in scipy.special: +inf in a
     slice gives +inf, a slice of only -inf (or an empty slice) gives -inf, and
-    NaN gives NaN. The sum is accumulated in double also for float32 input.
+    NaN gives NaN.  Without `b` the sum is accumulated in double also for
+    float32 input.
 
     Parameters
     ----------
-    x : array_like
+    a : array_like
         Values; dtypes as in `softmax`.
-    axis : int or None, optional
-        Axis to reduce (default -1); None reduces the whole array.
+    axis : int, tuple of ints or None, optional
+        Axes to reduce together (default -1, as in PyTorch and JAX);
+        None reduces the whole array.  scipy's default is ``axis=None``:
+        write ``logsumexp(a, axis=None)`` for scipy's result.
+    b : array_like, optional
+        Weights :math:`b_j`, broadcast against `a`; may hold zeros and
+        negative values (then ask for `return_sign`).  Elements with
+        :math:`b_j = 0` take no part, even where :math:`a_j` is infinite.
+        Computed with numpy operations, not the kernels.
     keepdims : bool, optional
-        Keep the reduced axis with length one.
+        Keep the reduced axes with length one.
+    return_sign : bool, optional
+        Also return the sign of the sum: 1, -1, 0 (an empty or all-zero
+        sum, whose log is -inf) or NaN.  Without it a negative sum gives NaN.
+    out : ndarray, optional
+        Where to write the log-sum; must have the result's shape and dtype.
     num_threads : int, optional
         Threads to use; default `get_num_threads()`.
 
     Returns
     -------
-    ndarray or scalar
-        The reduced values, in the dtype of the (promoted) input; a numpy
-        scalar when the result is 0-dimensional.
+    ndarray or scalar, or (lse, sign)
+        The reduced values in the result dtype of `a` (and `b`); a numpy
+        scalar when 0-dimensional (`out` if given).  With `return_sign`,
+        the pair ``(lse, sign)`` as scipy returns it.
 
     Examples
     --------
     >>> import softmax_ext as sx
     >>> float(sx.logsumexp([1000.0, 1000.0]))
     1000.6931471805599
+    >>> sx.logsumexp([1.0, 2.0], b=[1.0, -1.0], return_sign=True)
+    (np.float64(1.5413248546129181), np.float64(-1.0))
     """
-    arr = as_float_array(x, "x")
-    if axis is None:
-        flat = arr.reshape(-1)
-        result = logsumexp(flat, 0, keepdims=False, num_threads=num_threads)
-        shape = (1,) * arr.ndim if keepdims else ()
-        return np.reshape(result, shape)[()]
-    axis = normalize_axis(axis, arr.ndim)
-    threads = resolve_num_threads(num_threads, arr.size)
-    reduced_shape = arr.shape[:axis] + arr.shape[axis + 1 :]
-    if arr.size == 0:
-        result = np.full(reduced_shape, -np.inf, dtype=arr.dtype)
+    arr = as_float_array(a, "a")
+    weights = None
+    if b is not None:
+        arr_b, weights_b = np.broadcast_arrays(arr, np.asarray(b))
+        arr, weights = common_float_arrays(arr_b, weights_b, ("a", "b"))
+    axes = _reduced_axes(axis, arr.ndim)
+    reduced_shape = tuple(n for ax, n in enumerate(arr.shape) if ax not in axes)
+    result_shape = tuple(1 if ax in axes else n for ax, n in enumerate(arr.shape)) \
+        if keepdims else reduced_shape
+    if out is not None:
+        check_out(out, result_shape, arr.dtype)
+    if weights is not None:
+        lse, sign = _weighted_logsumexp(arr, weights, axes)
     else:
-        arr, plan, view = planned_view(arr, axis)
-        lse = np.empty((view.shape[0],) + view.shape[2:], dtype=arr.dtype)
-        kernel = _kernels.rows if plan.kind == "rows" else _kernels.cols
-        kernel(op=_kernels.Op.LOGSUMEXP, x=view, lse=lse, num_threads=threads)
-        # lse's dimensions are plan.result_axes in kernel order: put them back.
-        dims = plan.result_axes
-        lse = lse.reshape([arr.shape[ax] for ax in dims]).transpose(np.argsort(dims))
-        result = lse.reshape(reduced_shape).copy()  # C order; keeps 0-d
-    if keepdims:
-        result = np.expand_dims(result, axis)
-    return result[()]
+        lse = _logsumexp_kernel(arr, axes, reduced_shape, num_threads)
+        sign = np.where(np.isnan(lse), np.nan, np.where(lse == -np.inf, 0.0, 1.0)).astype(arr.dtype)
+    if not return_sign:
+        lse = np.where(sign < 0, np.nan, lse).astype(arr.dtype)
+    lse, sign = lse.reshape(result_shape), sign.reshape(result_shape)
+    if out is not None:
+        np.copyto(out, lse)
+        lse = out
+    result = lse if out is not None else lse[()]
+    return (result, sign[()]) if return_sign else result
+
+
+def _logsumexp_kernel(arr: np.ndarray, axes: tuple[int, ...], reduced_shape: tuple[int, ...],
+                      num_threads: Optional[int]) -> np.ndarray:
+    """logsumexp of `arr` over `axes` by the kernels, shaped `reduced_shape`."""
+    if arr.size == 0:
+        return np.full(reduced_shape, -np.inf, dtype=arr.dtype)
+    threads = resolve_num_threads(num_threads, arr.size)
+    arr, plan, view = planned_view(arr, axes, _max_strided_k(arr.dtype))
+    kernel, extra = _kernel_for(plan.kind, arr.dtype)
+    lse_dtype = arr.dtype if not extra else np.dtype(np.float32)  # 16-bit: float32 lse
+    lse = np.empty((view.shape[0],) + view.shape[2:], dtype=lse_dtype)
+    kernel(op=_kernels.Op.LOGSUMEXP, x=kernel_storage(view), lse=lse, num_threads=threads,
+           **extra)
+    # lse's dimensions are plan.result_axes in kernel order: put them back.
+    dims = plan.result_axes
+    lse = lse.reshape([arr.shape[ax] for ax in dims]).transpose(np.argsort(dims))
+    return lse.reshape(reduced_shape).astype(arr.dtype)  # a C-order copy; keeps 0-d
+
+
+def _weighted_logsumexp(arr: np.ndarray, weights: np.ndarray, axes: tuple[int, ...]
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(log|sum b e^a|, sign of the sum) over `axes`, scipy's semantics."""
+    compute = np.float64 if arr.dtype == np.float64 else np.float32
+    a64, b64 = arr.astype(compute), weights.astype(compute)
+    taking_part = b64 != 0
+    masked = np.where(taking_part, a64, -np.inf)
+    with np.errstate(invalid="ignore", over="ignore"):
+        shift = np.max(masked, axis=axes, keepdims=True, initial=-np.inf)
+        shift = np.where(np.isfinite(shift), shift, 0.0)
+        terms = np.where(taking_part, b64 * np.exp(masked - shift), 0.0)
+        total = np.sum(terms, axis=axes, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lse = np.log(np.abs(total)) + shift
+    sign = np.sign(total)
+    return (np.squeeze(lse, axis=axes).astype(arr.dtype),
+            np.squeeze(sign, axis=axes).astype(arr.dtype))
 
 
 def softmax_backward(
@@ -214,8 +300,11 @@ def softmax_backward(
         Softmax output (the forward result).
     grad : array_like
         Upstream gradient :math:`g = \partial L / \partial p`, same shape as `p`.
-    axis : int or None, optional
-        The softmax axis (default -1); None: the whole array.
+        The result dtype is the common one of `p` and `grad`: the widest
+        wins, float64 > float32 > {float16, bfloat16}, and float16 with
+        bfloat16 gives float32.
+    axis : int, tuple of ints or None, optional
+        The softmax axis or axes (default -1); None: the whole array.
     out : ndarray, optional
         Where to write the result; must have the result's shape and dtype.
     num_threads : int, optional
@@ -251,8 +340,8 @@ def log_softmax_backward(
         log_softmax output (the forward result).
     grad : array_like
         Upstream gradient :math:`g = \partial L / \partial \ell`, same shape.
-    axis : int or None, optional
-        The log_softmax axis (default -1); None: the whole array.
+    axis : int, tuple of ints or None, optional
+        The log_softmax axis or axes (default -1); None: the whole array.
     out : ndarray, optional
         Where to write the result; must have the result's shape and dtype.
     num_threads : int, optional

@@ -13,14 +13,15 @@ import math
 import numbers
 import operator
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Literal, Optional, Union, overload
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _kernels
 from ._core import softmax
-from ._layout import Plan, as_float_array, kernel_contiguous, normalize_axis
+from ._dtypes import as_native_array
+from ._layout import Plan, kernel_contiguous, normalize_axis
 from ._linear import ChunkedLinearCrossEntropy
 from ._threads import _check_count, resolve_num_threads
 
@@ -28,6 +29,8 @@ REDUCTIONS = ("mean", "sum", "none")
 _INTP = np.iinfo(np.intp)
 
 Loss = Union[np.floating, np.ndarray]
+Reduced = Literal["mean", "sum"]
+Grads = tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]
 
 
 def softmax_jacobian(x: ArrayLike, axis: Optional[int] = -1) -> np.ndarray:
@@ -48,7 +51,7 @@ def softmax_jacobian(x: ArrayLike, axis: Optional[int] = -1) -> np.ndarray:
     ndarray
         Shape ``(..., K, K)``: the other axes of `x` in order, then ``J[j, i]``.
     """
-    z = as_float_array(x, "x")
+    z = as_native_array(x, "x")
     if z.ndim == 0:
         raise ValueError("x must have at least one dimension")
     if axis is None:
@@ -66,8 +69,8 @@ def softmax_jacobian(x: ArrayLike, axis: Optional[int] = -1) -> np.ndarray:
 
 def _linear_inputs(x: ArrayLike, W: ArrayLike, b: Optional[ArrayLike]):
     """x (N, D), W (K, D) and b (K,) or None, in one float dtype; 1-D x is one row."""
-    x_arr, W_arr = as_float_array(x, "x"), as_float_array(W, "W")
-    b_arr = None if b is None else as_float_array(b, "b")
+    x_arr, W_arr = as_native_array(x, "x"), as_native_array(W, "W")
+    b_arr = None if b is None else as_native_array(b, "b")
     dtype = np.result_type(x_arr, W_arr, *(() if b_arr is None else (b_arr,)))
     if x_arr.ndim not in (1, 2):
         raise ValueError(f"x must have shape (N, D) or (D,), got {x_arr.shape}")
@@ -140,7 +143,7 @@ def weight_grad(x: ArrayLike, dlogits: ArrayLike) -> tuple[np.ndarray, np.ndarra
     db : ndarray
         Shape (K,).
     """
-    x_arr, d_arr = as_float_array(x, "x"), as_float_array(dlogits, "dlogits")
+    x_arr, d_arr = as_native_array(x, "x"), as_native_array(dlogits, "dlogits")
     dtype = np.result_type(x_arr, d_arr)
     x2, d2 = np.atleast_2d(x_arr).astype(dtype, copy=False), np.atleast_2d(d_arr).astype(dtype, copy=False)
     if x_arr.ndim == 0 or x2.ndim != 2 or d2.ndim != 2 or x2.shape[0] != d2.shape[0] \
@@ -178,7 +181,7 @@ def _check_options(label_smoothing: float, reduction: str) -> float:
 def _class_weight(weight: Optional[ArrayLike], K: int, dtype: np.dtype) -> Optional[np.ndarray]:
     if weight is None:
         return None
-    w = as_float_array(weight, "weight")
+    w = as_native_array(weight, "weight")
     if w.shape != (K,):
         raise ValueError(f"weight must have shape ({K},) (one per class), got {w.shape}")
     return kernel_contiguous(w, dtype)
@@ -222,7 +225,7 @@ def _targets(target: ArrayLike, N: int, K: int, dtype: np.dtype, weight: Optiona
 def _rows_contiguous(a: np.ndarray) -> np.ndarray:
     """(N, K) `a` as the row kernels take it: viewed when its layout allows
     (the rows plan of _layout), else a C copy."""
-    view = Plan(axis=1, outer=(0,), inner=()).view(a)
+    view = Plan(axes=(1,), outer=(0,), inner=()).view(a)
     return view if view is not None else np.array(a, order="C")
 
 
@@ -235,6 +238,31 @@ def _reduce(loss_rows: np.ndarray, reduction: str, denominator: float, dtype: np
     return dtype.type(total)
 
 
+@overload
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., label_smoothing: float = ...,
+                  reduction: Reduced = ..., return_grad: Literal[False] = ...,
+                  num_threads: Optional[int] = ...) -> np.floating[Any]: ...
+@overload
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., label_smoothing: float = ...,
+                  reduction: Literal["none"], return_grad: Literal[False] = ...,
+                  num_threads: Optional[int] = ...) -> np.ndarray: ...
+@overload
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., label_smoothing: float = ...,
+                  reduction: Reduced = ..., return_grad: Literal[True],
+                  num_threads: Optional[int] = ...) -> tuple[np.floating[Any], np.ndarray]: ...
+@overload
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., label_smoothing: float = ...,
+                  reduction: Literal["none"], return_grad: Literal[True],
+                  num_threads: Optional[int] = ...) -> tuple[np.ndarray, np.ndarray]: ...
+@overload
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., label_smoothing: float = ..., reduction: str = ...,
+                  return_grad: bool = ..., num_threads: Optional[int] = ...
+                  ) -> Union[Loss, tuple[Loss, np.ndarray]]: ...
 def cross_entropy(
     logits: ArrayLike,
     target: ArrayLike,
@@ -288,7 +316,7 @@ def cross_entropy(
         Only with ``return_grad=True``: same shape as `logits`.
     """
     smoothing = _check_options(label_smoothing, reduction)
-    z = as_float_array(logits, "logits")
+    z = as_native_array(logits, "logits")
     single = z.ndim == 1
     if single:
         z = z[None, :]
@@ -315,6 +343,34 @@ def cross_entropy(
     return loss, (grad[0] if single else grad)
 
 
+@overload
+def linear_cross_entropy(x: ArrayLike, W: ArrayLike, target: ArrayLike,
+                         b: Optional[ArrayLike] = ..., *, weight: Optional[ArrayLike] = ...,
+                         ignore_index: int = ..., label_smoothing: float = ...,
+                         reduction: Reduced = ..., return_grad: Literal[True] = ...,
+                         chunk_size: Optional[int] = ..., num_threads: Optional[int] = ...
+                         ) -> tuple[np.floating[Any], Grads]: ...
+@overload
+def linear_cross_entropy(x: ArrayLike, W: ArrayLike, target: ArrayLike,
+                         b: Optional[ArrayLike] = ..., *, weight: Optional[ArrayLike] = ...,
+                         ignore_index: int = ..., label_smoothing: float = ...,
+                         reduction: Literal["none"], return_grad: Literal[True] = ...,
+                         chunk_size: Optional[int] = ..., num_threads: Optional[int] = ...
+                         ) -> tuple[np.ndarray, Grads]: ...
+@overload
+def linear_cross_entropy(x: ArrayLike, W: ArrayLike, target: ArrayLike,
+                         b: Optional[ArrayLike] = ..., *, weight: Optional[ArrayLike] = ...,
+                         ignore_index: int = ..., label_smoothing: float = ...,
+                         reduction: Reduced = ..., return_grad: Literal[False],
+                         chunk_size: Optional[int] = ..., num_threads: Optional[int] = ...
+                         ) -> np.floating[Any]: ...
+@overload
+def linear_cross_entropy(x: ArrayLike, W: ArrayLike, target: ArrayLike,
+                         b: Optional[ArrayLike] = ..., *, weight: Optional[ArrayLike] = ...,
+                         ignore_index: int = ..., label_smoothing: float = ...,
+                         reduction: str = ..., return_grad: bool = ...,
+                         chunk_size: Optional[int] = ..., num_threads: Optional[int] = ...
+                         ) -> Union[Loss, tuple[Loss, Grads]]: ...
 def linear_cross_entropy(
     x: ArrayLike,
     W: ArrayLike,
@@ -328,7 +384,7 @@ def linear_cross_entropy(
     return_grad: bool = True,
     chunk_size: Optional[int] = None,
     num_threads: Optional[int] = None,
-) -> Union[Loss, tuple[Loss, tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]]]:
+) -> Union[Loss, tuple[Loss, Grads]]:
     r"""Cross-entropy of the linear layer z = x W^T + b, without holding all N x K logits.
 
     Computes ``cross_entropy(x @ W.T + b, target, ...)`` and its gradients

@@ -11,6 +11,10 @@ class Op(IntEnum):
     SOFTMAX_BACKWARD = 3
     LOG_SOFTMAX_BACKWARD = 4
 
+class HalfFormat(IntEnum):
+    FLOAT16 = 0
+    BFLOAT16 = 1
+
 STATS: int
 
 def openmp_enabled() -> bool: ...
@@ -37,6 +41,28 @@ def cols(
     lse: Optional[np.ndarray] = ...,
     num_threads: int,
 ) -> None: ...
+def rows_half(
+    *,
+    op: int,
+    fmt: int,
+    x: np.ndarray,
+    grad: Optional[np.ndarray] = ...,
+    out: Optional[np.ndarray] = ...,
+    lse: Optional[np.ndarray] = ...,
+    num_threads: int,
+) -> None: ...
+def cols_half(
+    *,
+    op: int,
+    fmt: int,
+    x: np.ndarray,
+    grad: Optional[np.ndarray] = ...,
+    out: Optional[np.ndarray] = ...,
+    lse: Optional[np.ndarray] = ...,
+    num_threads: int,
+) -> None: ...
+def narrow_into(x: np.ndarray, out: np.ndarray, fmt: int) -> None: ...
+def widen_into(x: np.ndarray, out: np.ndarray, fmt: int) -> None: ...
 def cross_entropy(
     *,
     logits: np.ndarray,
@@ -57,7 +83,8 @@ def cross_entropy_block_stats(
     target: Optional[np.ndarray] = ...,
     probs: Optional[np.ndarray] = ...,
     weight: Optional[np.ndarray] = ...,
-    smoothing: bool,
+    smoothing: float,
+    classes: int,
     stats: np.ndarray,
     num_threads: int,
 ) -> None: ...

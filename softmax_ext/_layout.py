@@ -5,7 +5,9 @@ contiguous, or a 3-D ``cols`` view (outer, K, inner) whose trailing axis is
 contiguous.  `plan_for` finds such a view of the caller's array without
 copying whenever its strides allow (C order, F order, sliced rows, any axis,
 zero-stride broadcasts and overlapping read-only views); only arrays with no
-contiguous axis at all are copied once.  Buffers the kernels write are made
+contiguous axis at all are copied once.  Several reduced axes (a tuple
+`axis`) are one distribution: they become the kernels' K dimension when
+their strides merge, else the array is copied with them last.  Buffers the kernels write are made
 by `Plan.empty` in the plan's own axis order, so their view always exists,
 and an ``out=`` that overlaps itself or partly overlaps an input is never
 written by a kernel directly.
@@ -20,37 +22,6 @@ from typing import Optional
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-NATIVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def as_float_array(x: object, name: str) -> np.ndarray:
-    """``np.asarray(x)`` in a dtype the kernels compute natively.
-
-    float32 and float64 pass through; bool, integer and float16 are promoted to
-    float64 (as scipy.special does); anything else is a TypeError.
-    """
-    arr = np.asarray(x)
-    if arr.dtype in NATIVE_DTYPES:
-        return arr
-    if arr.dtype.kind in "biu" or arr.dtype == np.float16:
-        return arr.astype(np.float64)
-    raise TypeError(
-        f"{name} has dtype {arr.dtype}; softmax_ext computes in float32 or float64 "
-        "(bool, integer and float16 inputs are promoted to float64)"
-    )
-
-
-def common_float_arrays(a: object, b: object, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    """Both operands as float arrays of one dtype and one shape."""
-    a_arr, b_arr = as_float_array(a, names[0]), as_float_array(b, names[1])
-    if a_arr.shape != b_arr.shape:
-        raise ValueError(
-            f"{names[0]} and {names[1]} must have the same shape, got {a_arr.shape} and {b_arr.shape}"
-        )
-    dtype = np.result_type(a_arr, b_arr)
-    return a_arr.astype(dtype, copy=False), b_arr.astype(dtype, copy=False)
-
-
 def kernel_contiguous(a: object, dtype: Optional[np.dtype] = None) -> np.ndarray:
     """`a` C-contiguous and aligned, as the kernels' ``::1`` views take it;
     copied only when it is not (``np.ascontiguousarray`` keeps misaligned
@@ -59,15 +30,29 @@ def kernel_contiguous(a: object, dtype: Optional[np.dtype] = None) -> np.ndarray
 
 
 def normalize_axis(axis: object, ndim: int) -> int:
+    """One axis as a non-negative int; AxisError (a ValueError) when out of range."""
     if isinstance(axis, bool):
-        raise TypeError(f"axis must be an int or None, got {axis!r}")
+        raise TypeError(f"axis must be an int, a tuple of ints or None, got {axis!r}")
     try:
         index = operator.index(axis)  # type: ignore[arg-type]
     except TypeError:
-        raise TypeError(f"axis must be an int or None, got {axis!r}") from None
+        raise TypeError(f"axis must be an int, a tuple of ints or None, got {axis!r}") from None
     if not -ndim <= index < ndim:
         raise np.exceptions.AxisError(index, ndim)
     return index % ndim
+
+
+def normalize_axes(axis: object, ndim: int) -> tuple[int, ...]:
+    """The reduced axes, sorted: None is every axis, an int one axis, a tuple
+    those axes together (as numpy's reductions take them); duplicates raise."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, tuple):
+        axes = tuple(normalize_axis(ax, ndim) for ax in axis)
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"repeated axis in {axis!r}")
+        return tuple(sorted(axes))
+    return (normalize_axis(axis, ndim),)
 
 
 def check_out(out: object, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -118,13 +103,14 @@ def overlaps_partially(out: np.ndarray, *inputs: Optional[np.ndarray]) -> bool:
 class Plan:
     """How to view an array (of one fixed shape) for the kernels.
 
-    axis  : the reduced axis.
+    axes  : the reduced axes of length > 1, slowest first, merged into the
+            kernels' K dimension (one distribution over all of them).
     outer : the other axes (of length > 1) merged into the leading dimension,
             slowest first.
     inner : ``cols`` only: axes merged into the contiguous trailing dimension.
     """
 
-    axis: int
+    axes: tuple[int, ...]
     outer: tuple[int, ...]
     inner: tuple[int, ...]
 
@@ -140,7 +126,7 @@ class Plan:
     @property
     def memory_order(self) -> tuple[int, ...]:
         """The planned axes, slowest first, as the kernels' views take them."""
-        return self.outer + (self.axis,) + self.inner
+        return self.outer + self.axes + self.inner
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """(array, view): a new array of `shape` laid out in this plan's axis
@@ -164,18 +150,17 @@ class Plan:
         size = a.itemsize
         if not a.flags.aligned or any(s % size for s in a.strides):
             return None
-        outer = _merged(a, self.outer)
-        if outer is None:
+        outer, reduced = _merged(a, self.outer), _merged(a, self.axes)
+        if outer is None or reduced is None:
             return None
-        n_reduced = a.shape[self.axis]
         if self.kind == "rows":
-            if n_reduced > 1 and a.strides[self.axis] != size:
+            if reduced[0] > 1 and reduced[1] != size:
                 return None
-            return as_strided(a, (outer[0], n_reduced), (outer[1], size))
+            return as_strided(a, (outer[0], reduced[0]), (outer[1], size))
         inner = _merged(a, self.inner)
         if inner is None or inner[1] != size:
             return None
-        return as_strided(a, (outer[0], n_reduced, inner[0]), (outer[1], a.strides[self.axis], size))
+        return as_strided(a, (outer[0], reduced[0], inner[0]), (outer[1], reduced[1], size))
 
 
 def _merged(a: np.ndarray, axes: tuple[int, ...]) -> Optional[tuple[int, int]]:
@@ -189,37 +174,46 @@ def _merged(a: np.ndarray, axes: tuple[int, ...]) -> Optional[tuple[int, int]]:
     return length, stride
 
 
-def plan_for(a: np.ndarray, axis: int) -> Plan:
-    """A layout plan for reducing `a` over `axis`, copying nothing if possible.
+def _slowest_first(a: np.ndarray, axes: object) -> tuple[int, ...]:
+    return tuple(sorted((ax for ax in axes if a.shape[ax] > 1),  # type: ignore[attr-defined]
+                        key=lambda ax: -abs(a.strides[ax])))
+
+
+def plan_for(a: np.ndarray, axes: tuple[int, ...]) -> Plan:
+    """A layout plan for reducing `a` over `axes`, copying nothing if possible.
 
     Returns a plan whose ``view(a)`` may still be None (uneven strides); the
-    caller then makes `a` C-contiguous, for which every plan works.
+    caller then copies `a` with the reduced axes last, for which every plan works.
     """
-    others = sorted(
-        (ax for ax in range(a.ndim) if ax != axis and a.shape[ax] > 1),
-        key=lambda ax: -abs(a.strides[ax]),
-    )
-    if a.shape[axis] <= 1 or a.strides[axis] == a.itemsize:
-        return Plan(axis, tuple(others), ())
+    reduced = _slowest_first(a, axes)
+    others = _slowest_first(a, [ax for ax in range(a.ndim) if ax not in axes])
+    if not reduced or a.strides[reduced[-1]] == a.itemsize:
+        return Plan(reduced, others, ())
     if others and a.strides[others[-1]] == a.itemsize:
         split = len(others) - 1
         while split > 0 and (
             a.strides[others[split - 1]] == a.strides[others[split]] * a.shape[others[split]]
         ):
             split -= 1
-        return Plan(axis, tuple(others[:split]), tuple(others[split:]))
-    # No contiguous axis: plan for the C-contiguous copy.
-    return plan_for(np.empty(a.shape, a.dtype), axis)
+        return Plan(reduced, others[:split], others[split:])
+    return Plan(reduced, others, ())  # no contiguous axis: view is None, so a copy
 
 
-def planned_view(a: np.ndarray, axis: int) -> tuple[np.ndarray, Plan, np.ndarray]:
-    """(array, plan, view): `a` itself when it can be viewed, else a C copy
-    (arrays with no contiguous axis, uneven strides or misaligned data)."""
-    plan = plan_for(a, axis)
+def planned_view(a: np.ndarray, axes: tuple[int, ...], max_strided_length: Optional[int] = None
+                 ) -> tuple[np.ndarray, Plan, np.ndarray]:
+    """(array, plan, view): `a` itself when it can be viewed, else a copy with
+    the reduced axes last (arrays with no contiguous axis, reduced axes that do
+    not merge, uneven strides or misaligned data).  With `max_strided_length`,
+    reduced axes longer than that are never taken strided (``cols``)."""
+    plan = plan_for(a, axes)
     view = plan.view(a)
-    if view is None:
-        a = np.array(a, order="C")  # a fresh copy: C-contiguous and aligned
-        plan = plan_for(a, axis)
+    too_long = max_strided_length is not None and view is not None and \
+        view.shape[1] > max_strided_length
+    if view is None or (plan.kind == "cols" and too_long):
+        order = tuple(ax for ax in range(a.ndim) if ax not in axes) + tuple(axes)
+        # a fresh (so aligned) copy, C-contiguous in that axis order
+        a = np.array(a.transpose(order), order="C").transpose(np.argsort(order))
+        plan = plan_for(a, axes)
         view = plan.checked_view(a)
     return a, plan, view
 

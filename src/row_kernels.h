@@ -1,10 +1,11 @@
 /* row_kernels.h -- runtime dispatch of the row and column-strip primitives.
  *
  * row_kernels_impl.h is compiled once per instruction set and dtype; each
- * instantiation fills one sx_table.  At import the extension asks the CPU what
+ * instantiation fills one sx_table (and half_convert_impl.h one sx_half_table
+ * per 16-bit format).  At import the extension asks the CPU what
  * it supports (gcc/clang __builtin_cpu_supports, which also checks that the OS
- * saves the wide registers) and points sx_table_f32/sx_table_f64 at the best
- * tables.  No -march flag is ever given: the wheel runs on any x86-64 CPU, and
+ * saves the wide registers) and points sx_table_f32, _f64, _f16 and _bf16 at
+ * the best tables.  No -march flag is ever given: the wheel runs on any x86-64 CPU, and
  * on other architectures (or with MSVC) only the portable instantiation exists.
  */
 #ifndef SOFTMAX_EXT_ROW_KERNELS_H
@@ -52,77 +53,53 @@ typedef struct sx_table {
                                 const void *grad_sum);
 } sx_table;
 
+/* 16-bit storage (float16, bfloat16) <-> float32 for (rows, n) tiles. */
+typedef struct sx_half_table {
+    void (*load)(const void *src, ptrdiff_t lds, float *dst, ptrdiff_t ldd, ptrdiff_t rows,
+                 ptrdiff_t n);
+    void (*store)(const float *src, ptrdiff_t lds, void *dst, ptrdiff_t ldd, ptrdiff_t rows,
+                  ptrdiff_t n);
+} sx_half_table;
+
 #define SX_CAT3_(a, b, c) a##_##b##_##c
 #define SX_CAT3(a, b, c) SX_CAT3_(a, b, c)
 #define SX_NAME(f) SX_CAT3(f, SX_DTYPE, SX_ISA)
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 #define SX_X86_DISPATCH 1
+#include <immintrin.h> /* F16C conversions in the AVX2 / AVX-512 instantiations */
 #else
 #define SX_X86_DISPATCH 0
 #endif
 
-/* Instantiations: SX_ISA x {f32, f64}. */
+/* Every instruction set gets every dtype: see sx_instantiate.h. */
 #define SX_ISA portable
 #define SX_TARGET
-#define SX_DTYPE f32
-#define SX_T float
-#define SX_F64 0
-#include "row_kernels_impl.h"
-#undef SX_DTYPE
-#undef SX_T
-#undef SX_F64
-#define SX_DTYPE f64
-#define SX_T double
-#define SX_F64 1
-#include "row_kernels_impl.h"
-#undef SX_DTYPE
-#undef SX_T
-#undef SX_F64
+#define SX_F16C 0
+#include "sx_instantiate.h"
+#undef SX_F16C
 #undef SX_TARGET
 #undef SX_ISA
 
 #if SX_X86_DISPATCH
 #define SX_ISA avx2
-#define SX_TARGET __attribute__((target("avx2,fma")))
-#define SX_DTYPE f32
-#define SX_T float
-#define SX_F64 0
-#include "row_kernels_impl.h"
-#undef SX_DTYPE
-#undef SX_T
-#undef SX_F64
-#define SX_DTYPE f64
-#define SX_T double
-#define SX_F64 1
-#include "row_kernels_impl.h"
-#undef SX_DTYPE
-#undef SX_T
-#undef SX_F64
+#define SX_TARGET __attribute__((target("avx2,fma,f16c")))
+#define SX_F16C 1 /* float16 <-> float32 in hardware (every AVX2 CPU has F16C) */
+#include "sx_instantiate.h"
+#undef SX_F16C
 #undef SX_TARGET
 #undef SX_ISA
 
 #define SX_ISA avx512
 #ifdef __clang__
-#define SX_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
+#define SX_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c")))
 #else
 #define SX_TARGET                                                                          \
-    __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")))
+    __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c,prefer-vector-width=512")))
 #endif
-#define SX_DTYPE f32
-#define SX_T float
-#define SX_F64 0
-#include "row_kernels_impl.h"
-#undef SX_DTYPE
-#undef SX_T
-#undef SX_F64
-#define SX_DTYPE f64
-#define SX_T double
-#define SX_F64 1
-#include "row_kernels_impl.h"
-#undef SX_DTYPE
-#undef SX_T
-#undef SX_F64
+#define SX_F16C 1
+#include "sx_instantiate.h"
+#undef SX_F16C
 #undef SX_TARGET
 #undef SX_ISA
 #endif /* SX_X86_DISPATCH */
@@ -132,18 +109,21 @@ enum { SX_ISA_PORTABLE = 0, SX_ISA_AVX2 = 1, SX_ISA_AVX512 = 2 };
 
 static const sx_table *sx_table_f32 = &sx_table_f32_portable;
 static const sx_table *sx_table_f64 = &sx_table_f64_portable;
+static const sx_half_table *sx_table_f16 = &sx_half_table_f16_portable;
+static const sx_half_table *sx_table_bf16 = &sx_half_table_bf16_portable;
 
 /* Highest level this CPU (and OS) can run. */
 static int sx_cpu_isa_level(void)
 {
 #if SX_X86_DISPATCH
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("fma")) {
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                     __builtin_cpu_supports("f16c");
+    if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw")) {
         return SX_ISA_AVX512;
     }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) { return SX_ISA_AVX2; }
+    if (avx2) { return SX_ISA_AVX2; }
 #endif
     return SX_ISA_PORTABLE;
 }
@@ -152,17 +132,22 @@ static int sx_cpu_isa_level(void)
 static int sx_select_isa(int requested)
 {
     int level = SX_MIN(requested, sx_cpu_isa_level());
-    sx_table_f32 = &sx_table_f32_portable;
-    sx_table_f64 = &sx_table_f64_portable;
+#define SX_USE_TABLES(isa)                                \
+    do {                                                  \
+        sx_table_f32 = &sx_table_f32_##isa;               \
+        sx_table_f64 = &sx_table_f64_##isa;               \
+        sx_table_f16 = &sx_half_table_f16_##isa;          \
+        sx_table_bf16 = &sx_half_table_bf16_##isa;        \
+    } while (0)
+    SX_USE_TABLES(portable);
 #if SX_X86_DISPATCH
     if (level >= SX_ISA_AVX512) {
-        sx_table_f32 = &sx_table_f32_avx512;
-        sx_table_f64 = &sx_table_f64_avx512;
+        SX_USE_TABLES(avx512);
     } else if (level == SX_ISA_AVX2) {
-        sx_table_f32 = &sx_table_f32_avx2;
-        sx_table_f64 = &sx_table_f64_avx2;
+        SX_USE_TABLES(avx2);
     }
 #endif
+#undef SX_USE_TABLES
     return level < 0 ? SX_ISA_PORTABLE : level;
 }
 

@@ -183,11 +183,13 @@ def _close(actual, expected, dtype, what, log, scale=None):
     `scale` (default: the largest |expected|) may be an array, to allow for
     the cancellation each element's formula has."""
     expected = np.asarray(expected, np.float64)
+    if np.dtype(dtype).itemsize == 2:  # what float16 can hold: beyond 65504 is inf
+        expected = expected.astype(dtype).astype(np.float64)
     actual = np.asarray(actual).astype(np.float64)
     _require(actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}", log)
     if scale is None:
         scale = float(np.max(np.abs(expected))) if expected.size else 1.0
-    rtol, atol = (3e-5, 3e-6) if np.dtype(dtype) == np.float32 else (1e-10, 1e-12)
+    rtol, atol = {2: (2e-3, 2e-3), 4: (3e-5, 3e-6), 8: (1e-10, 1e-12)}[np.dtype(dtype).itemsize]
     bound = rtol * np.abs(expected) + atol * np.maximum(1.0, scale)
     with np.errstate(invalid="ignore"):
         good = (np.abs(actual - expected) <= bound) | (actual == expected) \
@@ -218,12 +220,16 @@ def _normal(rng):
 def fuzz_softmax_family(case: Case, dtype):
     rng = case.rng
     ndim = int(rng.integers(1, 4))
-    axis_choice = rng.integers(-ndim - 1, ndim)  # -ndim - 1 stands for axis=None
-    axis = None if axis_choice == -ndim - 1 else int(axis_choice)
+    # -ndim - 2 stands for a tuple of two axes (one distribution), -ndim - 1 for None
+    axis_choice = int(rng.integers(-ndim - 2, ndim))
+    axis: object = None if axis_choice == -ndim - 1 else axis_choice
+    if axis_choice == -ndim - 2:
+        axis = tuple(int(a) for a in rng.choice(ndim, size=min(2, ndim), replace=False))
     K = int(rng.choice(CLASS_COUNTS))
-    if axis is None:
+    if not isinstance(axis, int):
         K = min(K, 600)
-    shape = _shape_with_classes(rng, ndim, K, 0 if axis is None else axis)
+    shape = _shape_with_classes(rng, ndim, K, axis[0] if isinstance(axis, tuple) else
+                                0 if axis is None else axis)
     name = str(rng.choice(["softmax", "log_softmax", "logsumexp", "softmax_backward",
                            "log_softmax_backward"]))
     case.log.append(f"{name} {np.dtype(dtype).name} shape={shape} axis={axis}")
@@ -238,7 +244,7 @@ def fuzz_softmax_family(case: Case, dtype):
         if name == "softmax_backward":  # p (g - <g, p>): the explicit Jacobian of ref would be K x K
             flat = axis is None
             p_, g_ = (x_values.reshape(-1), g_values.reshape(-1)) if flat else (x_values, g_values)
-            along = 0 if flat else axis
+            along = 0 if flat else axis  # an int or a tuple, as numpy's sum takes it
             want = (p_ * (g_ - (g_ * p_).sum(axis=along, keepdims=True))).reshape(shape)
         else:
             want = ref.log_softmax_backward(x_values, g_values, axis) if x.size else np.empty(shape)
@@ -428,7 +434,9 @@ def run_case(seed: int) -> None:
     """One fuzz case, fully determined by `seed`."""
     rng = np.random.default_rng(seed)
     fuzzer = FUZZERS[int(rng.integers(len(FUZZERS)))]
-    dtype = np.float32 if rng.integers(2) else np.float64
+    # the softmax family also runs its float16 kernels (16-bit storage, float32 arithmetic)
+    dtypes = [np.float32, np.float64] + ([np.float16] if fuzzer is fuzz_softmax_family else [])
+    dtype = dtypes[int(rng.integers(len(dtypes)))]
     isa, threads = str(rng.choice(ISAS)), int(rng.integers(1, 9))
     case = Case(rng)
     case.log.append(f"seed={seed} isa={isa} threads={threads}")

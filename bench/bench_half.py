@@ -1,0 +1,106 @@
+"""float16 and bfloat16: softmax_ext's 16-bit kernels against its own float32
+kernels and PyTorch's half-precision CPU softmax, in one process.
+
+16-bit storage halves the bytes moved, so on shapes that do not fit in cache
+a 16-bit call should take close to half the float32 time.  Every contender's
+result is checked against softmax_ext's float32 result (rounded to the
+16-bit dtype) before it is timed.  Writes bench/results/half_<machine>.{json,md}.
+
+    python bench/bench_half.py
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+import softmax_ext as sx
+from softmax_ext import _bench
+
+try:
+    import ml_dtypes
+except ImportError:  # bfloat16 rows are left out
+    ml_dtypes = None
+
+SHAPES = [(16384, 128), (4096, 1000), (512, 32000), (8, 1_000_000)]
+OPS = ["softmax", "log_softmax"]
+
+
+def _torch_call(op, x16, torch_dtype, threads):
+    torch = _bench._torch()
+    if torch is None:
+        return None
+    torch.set_num_threads(threads)
+    t = torch.from_numpy(x16.view(np.uint16).astype(np.int16)).view(torch_dtype)
+    func = torch.softmax if op == "softmax" else torch.log_softmax
+    return lambda: func(t, dim=-1), lambda r: r.view(torch.int16).numpy().view(np.uint16)
+
+
+def run(threads):
+    rows = []
+    dtypes = [np.dtype(np.float16)] + ([np.dtype(ml_dtypes.bfloat16)] if ml_dtypes else [])
+    print(f"{'op':<13}{'dtype':<10}{'shape':<16}{'sx16 ms':>9}{'sx32 ms':>9}{'16/32':>7}{'x torch16':>10}")
+    for dtype in dtypes:
+        torch_dtype = None
+        torch = _bench._torch()
+        if torch is not None:
+            torch_dtype = torch.float16 if dtype == np.float16 else torch.bfloat16
+        for op in OPS:
+            func = getattr(sx, op)
+            for shape in SHAPES:
+                x32 = np.random.default_rng(0).standard_normal(shape, dtype=np.float32) * 3
+                x16 = x32.astype(dtype)
+                wide = x16.astype(np.float32)
+                out16, out32 = np.empty_like(x16), np.empty_like(wide)
+                expected = func(wide).astype(dtype).astype(np.float32)
+                got = func(x16, out=out16, num_threads=threads).astype(np.float32)
+                np.testing.assert_array_equal(got, expected)
+                ms = {"sx16": _bench.median_seconds(lambda: func(x16, out=out16, num_threads=threads)),
+                      "sx32": _bench.median_seconds(lambda: func(wide, out=out32, num_threads=threads))}
+                peer = _torch_call(op, x16, torch_dtype, threads) if torch_dtype else None
+                if peer is not None:
+                    call, as_bits = peer
+                    # the peer is timed only if it computes the same thing (to 16-bit rounding)
+                    theirs = as_bits(call()).view(dtype).astype(np.float32)
+                    np.testing.assert_allclose(theirs, expected, rtol=2e-2, atol=2e-2)
+                    ms["torch16"] = _bench.median_seconds(call)
+                ms = {k: 1e3 * v for k, v in ms.items()}
+                row = {"op": op, "dtype": dtype.name, "shape": list(shape), "threads": threads, "ms": ms}
+                rows.append(row)
+                ratio = f"{ms['torch16'] / ms['sx16']:>9.2f}x" if "torch16" in ms else f"{'-':>10}"
+                print(f"{op:<13}{dtype.name:<10}{str(shape):<16}{ms['sx16']:>9.3f}{ms['sx32']:>9.3f}"
+                      f"{ms['sx16'] / ms['sx32']:>7.2f}{ratio}", flush=True)
+    return rows
+
+
+def markdown(machine, rows):
+    lines = ["# softmax_ext float16 / bfloat16 benchmark", "",
+             "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()), "",
+             "Medians in one process. `16/32`: softmax_ext 16-bit time / softmax_ext float32 time "
+             "(0.5 would be the byte ratio); `vs torch`: torch 16-bit time / softmax_ext 16-bit time "
+             "(higher is better for us).", "",
+             "| op | dtype | shape | threads | sx 16-bit ms | sx float32 ms | 16/32 | vs torch |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ms = r["ms"]
+        vs = f"{ms['torch16'] / ms['sx16']:.2f}x" if "torch16" in ms else "-"
+        lines.append(f"| {r['op']} | {r['dtype']} | {tuple(r['shape'])} | {r['threads']} | "
+                     f"{ms['sx16']:.3f} | {ms['sx32']:.3f} | {ms['sx16'] / ms['sx32']:.2f} | {vs} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=sx.get_num_threads())
+    parser.add_argument("--results", default="bench/results")
+    args = parser.parse_args(argv)
+    machine = _bench.machine_description()
+    print("machine:", machine)
+    rows = run(args.threads)
+    stem = _bench.write_results(args.results, "half", machine, {"rows": rows}, markdown(machine, rows))
+    print(f"wrote {stem}.json, {stem}.md")
+
+
+if __name__ == "__main__":
+    main()

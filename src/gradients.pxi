@@ -1,0 +1,390 @@
+# Gradient kernels of softmax_ext: cross-entropy (whole rows and blocks of
+# classes) and the explicit Jacobians.  Included by _kernels.pyx, whose
+# primitives (sx_table), tiles and operand checks they use.
+
+# ---- cross-entropy ---------------------------------------------------------------
+#
+# Per row, with m = max z, S = sum exp(z - m), log p_k = (z_k - m) - log S and
+# target coefficients c_k (class weight w_k, label smoothing e, K classes):
+#   index target y:        c_k = (1 - e) w_y [k == y] + e/K w_k
+#   probability target t:  c_k = ((1 - e) t_k + e/K) w_k
+#   loss = -sum_k c_k log p_k = C log S - sum_k c_k (z_k - m),   C = sum_k c_k
+#   dloss/dz_i = C p_i - c_i = (C / S) exp(z_i - m) - c_i
+# Sweeps over a row: max; the dot products the loss needs (with smoothing or
+# probability targets); exp(z - m) summed and stored in the gradient; the
+# gradient from those exps (one exp per element in all).  The gradient may
+# overwrite the logits in place.  Per-row losses go
+# to a float64 array that the caller sums in a fixed order, so the total does
+# not depend on the thread count.
+
+cdef double prob_target_dot(const sx_table *t, const floating *z, const floating *probs,
+                            const floating *weight, Py_ssize_t n, double shift, double smoothing,
+                            double share) noexcept nogil:
+    """sum_k c_k (z_k - shift) for c_k = ((1 - e) t_k + e/K) w_k, as PyTorch
+    forms it: where smoothing makes c_k > 0, z_k = -inf gives -inf even if
+    t_k = 0.  Vectorised as two dot products; the NaN that splitting makes
+    of 0 * -inf (rare: a -inf logit) is recomputed element by element."""
+    cdef double dot = (1.0 - smoothing) * t.row_dot(z, probs, weight, n, shift)
+    cdef Py_ssize_t k
+    if smoothing == 0.0:
+        return dot
+    dot += share * t.row_dot(z, weight, NULL, n, shift)
+    if isnan(dot):
+        dot = 0.0
+        for k in range(n):
+            dot += ((1.0 - smoothing) * probs[k] + share) * (weight[k] if weight != NULL else 1.0) \
+                * (z[k] - shift)
+    return dot
+
+
+cdef void xent_row(const sx_table *t, const floating *z, Py_ssize_t K, Py_ssize_t target,
+                   const floating *probs, const floating *weight, double weight_sum,
+                   double smoothing, double grad_scale, double *loss,
+                   floating *grad) noexcept nogil:
+    """Loss (and gradient, unless grad is NULL) of one row; grad may be z."""
+    cdef double m = t.row_max(z, K)
+    cdef double share = smoothing / K          # e/K
+    cdef double total_c, shifted_dot, total_exp, w_y = 1.0
+    # everything that reads the logits comes before the sweep that may overwrite them
+    if probs == NULL:
+        if weight != NULL:
+            w_y = weight[target]
+        total_c = (1.0 - smoothing) * w_y + share * weight_sum
+        shifted_dot = (1.0 - smoothing) * w_y * (z[target] - m)
+    else:
+        total_c = (1.0 - smoothing) * t.row_dot(probs, weight, NULL, K, 0.0) + share * weight_sum
+        shifted_dot = prob_target_dot(t, z, probs, weight, K, m, smoothing, share)
+    if smoothing != 0.0 and probs == NULL:
+        shifted_dot += share * t.row_dot(z, weight, NULL, K, m)
+    total_exp = t.row_exp_sum(z, grad, K, m)   # grad <- exp(z - m)
+    loss[0] = total_c * log(total_exp) - shifted_dot
+    if grad != NULL:
+        t.row_xent_grad(grad, probs, weight, grad, K, grad_scale * total_c / total_exp,
+                        grad_scale * (1.0 - smoothing), grad_scale * share)
+        if probs == NULL:
+            grad[target] -= <floating>(grad_scale * (1.0 - smoothing) * w_y)
+
+
+cdef void xent_short_rows(const sx_table *t, const floating *z, Py_ssize_t ldz, Py_ssize_t K,
+                          Py_ssize_t w, const Py_ssize_t *target, Py_ssize_t ignore_index,
+                          const floating *probs, Py_ssize_t ldp, const floating *weight,
+                          double weight_sum, double smoothing, double grad_scale, double *loss,
+                          floating *grad, Py_ssize_t ldg) noexcept nogil:
+    """xent_row for w <= XENT_TILE rows of K < SHORT_ROW classes at once: the
+    rows are transposed into a (K, w) tile so that the max and exp sweeps
+    vectorise across rows; the per-element target terms are cheap loops."""
+    cdef floating tile[SHORT_ROW * XENT_TILE]
+    cdef floating shift[XENT_TILE]
+    cdef double total_exp[XENT_TILE]
+    cdef double total_c[XENT_TILE]
+    cdef double shifted_dot[XENT_TILE]
+    cdef floating alpha[XENT_TILE]
+    cdef floating gamma[XENT_TILE]
+    cdef floating one_hot[XENT_TILE]
+    cdef double share = smoothing / K, w_y, dot, target_weight
+    cdef Py_ssize_t j, k, y
+    cdef floating v_k, m
+    cdef bint kept
+    copy_tile(z, 1, ldz, tile, w, 1, K, w)          # tile[k, j] = z[j, k]
+    t.col_max(tile, w, K, w, shift, NULL, 0)
+    for j in range(w):
+        m = shift[j]
+        kept = probs != NULL or target[j] != ignore_index
+        shifted_dot[j] = 0.0
+        total_c[j] = 0.0
+        one_hot[j] = 0
+        if not kept:
+            continue
+        if probs == NULL:
+            y = target[j]
+            w_y = weight[y] if weight != NULL else 1.0
+            total_c[j] = (1.0 - smoothing) * w_y + share * weight_sum
+            shifted_dot[j] = (1.0 - smoothing) * w_y * (tile[y * w + j] - m)
+            one_hot[j] = <floating>(grad_scale * (1.0 - smoothing) * w_y)
+        else:
+            target_weight = 0.0
+            for k in range(K):
+                target_weight += probs[j * ldp + k] * (weight[k] if weight != NULL else 1)
+            total_c[j] = (1.0 - smoothing) * target_weight + share * weight_sum
+            shifted_dot[j] = prob_target_dot(t, z + j * ldz, probs + j * ldp, weight, K, m,
+                                             smoothing, share)
+            continue
+        if smoothing != 0.0:
+            dot = 0.0
+            for k in range(K):
+                dot += (weight[k] if weight != NULL else 1) * (tile[k * w + j] - m)
+            shifted_dot[j] += share * dot
+    t.col_exp_sum(tile, w, tile, w, K, w, shift, total_exp)   # tile <- exp(z - m)
+    for j in range(w):
+        kept = probs != NULL or target[j] != ignore_index
+        loss[j] = total_c[j] * log(total_exp[j]) - shifted_dot[j] if kept else 0.0
+        alpha[j] = <floating>(grad_scale * total_c[j] / total_exp[j]) if kept else 0
+        gamma[j] = <floating>(grad_scale * share) if kept else 0
+    if grad == NULL:
+        return
+    if probs == NULL and smoothing == 0.0:  # the common case: alpha p - one-hot
+        t.col_scale(tile, w, tile, w, K, w, alpha)
+    else:
+        for k in range(K):
+            v_k = weight[k] if weight != NULL else 1
+            for j in range(w):
+                tile[k * w + j] = alpha[j] * tile[k * w + j] - gamma[j] * v_k
+            if probs != NULL:
+                for j in range(w):
+                    tile[k * w + j] -= (<floating>(grad_scale * (1.0 - smoothing))
+                                        * probs[j * ldp + k] * v_k)
+    if probs == NULL:
+        for j in range(w):
+            if target[j] != ignore_index:
+                tile[target[j] * w + j] -= one_hot[j]
+    copy_tile(tile, w, 1, grad, 1, ldg, K, w)       # grad[j, k] = tile[k, j]
+
+
+cdef int xent_operands(const floating[:, :] logits, const Py_ssize_t[::1] target,
+                       const floating[:, :] probs, const floating[::1] weight,
+                       const floating **z0, Py_ssize_t *ldz, const Py_ssize_t **y0,
+                       const floating **p0, Py_ssize_t *ldp, const floating **w0,
+                       double *weight_sum) except -1:
+    """Check the cross-entropy operands (logits (N, K), exactly one of target
+    (N,) and probs (N, K), weight (K,)) and give their pointers, row strides
+    (in elements) and the sum of the class weights; 1 when there is nothing
+    to compute (no rows or no classes), else 0."""
+    cdef Py_ssize_t size = sizeof(floating), k
+    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1]
+    if (target is None) == (probs is None):
+        raise ValueError("give exactly one of target and probs")
+    check_view("logits", 2, &logits.shape[0], &logits.strides[0], &logits[0, 0], size,
+               (N, K), True)
+    if probs is not None:
+        check_view("probs", 2, &probs.shape[0], &probs.strides[0], &probs[0, 0], size,
+                   (N, K), True)
+    if target is not None:
+        check_view("target", 1, &target.shape[0], &target.strides[0], &target[0],
+                   sizeof(Py_ssize_t), (N,), True)
+    if weight is not None:
+        check_view("weight", 1, &weight.shape[0], &weight.strides[0], &weight[0], size, (K,), True)
+    if N == 0 or K == 0:
+        return 1
+    z0[0], ldz[0] = &logits[0, 0], logits.strides[0] // size
+    y0[0], p0[0], ldp[0], w0[0] = NULL, NULL, 0, NULL
+    weight_sum[0] = K
+    if weight is not None:
+        w0[0] = &weight[0]
+        weight_sum[0] = 0.0
+        for k in range(K):
+            weight_sum[0] += weight[k]
+    if probs is not None:
+        p0[0], ldp[0] = &probs[0, 0], probs.strides[0] // size
+    else:
+        y0[0] = &target[0]
+    return 0
+
+
+def cross_entropy(*, const floating[:, :] logits not None, const Py_ssize_t[::1] target=None,
+                  const floating[:, :] probs=None, const floating[::1] weight=None,
+                  Py_ssize_t ignore_index=-100, double smoothing=0.0, double grad_scale=1.0,
+                  double[::1] loss not None, floating[:, :] grad=None, int num_threads):
+    """Per-row cross-entropy of logits (N, K) into `loss` (N,), and its
+    gradient times `grad_scale` into `grad` (which may be `logits` itself).
+
+    Targets are class indices `target` (rows equal to `ignore_index` get loss
+    0 and gradient 0) or class probabilities `probs` (N, K).  Every index
+    must be in [0, K) or equal ignore_index (checked here too: the loops
+    index the logits with it).  With K = 0 every loss is 0 (a sum of no terms).
+    """
+    cdef Py_ssize_t size = sizeof(floating)
+    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], r, k, y
+    cdef Py_ssize_t ldz, ldp, ldg = 0
+    cdef const floating *z0
+    cdef const floating *p0
+    cdef const floating *w0
+    cdef floating *g0 = NULL
+    cdef const Py_ssize_t *y0
+    cdef double weight_sum
+    cdef const sx_table *t
+    check_threads(num_threads)
+    check_view("loss", 1, &loss.shape[0], &loss.strides[0], &loss[0], sizeof(double), (N,), True)
+    if grad is not None:
+        check_view("grad", 2, &grad.shape[0], &grad.strides[0], &grad[0, 0], size, (N, K), True)
+    if target is not None:
+        for r in range(target.shape[0]):
+            if target[r] != ignore_index and not 0 <= target[r] < K:
+                raise ValueError(f"target[{r}] = {target[r]} is outside [0, {K}) "
+                                 f"and not ignore_index ({ignore_index})")
+    if xent_operands(logits, target, probs, weight, &z0, &ldz, &y0, &p0, &ldp, &w0, &weight_sum):
+        loss[:] = 0.0
+        return
+    t = table_for(z0)
+    if grad is not None:
+        g0, ldg = &grad[0, 0], grad.strides[0] // size
+    if K < SHORT_ROW:
+        with nogil:
+            for r in prange((N + XENT_TILE - 1) // XENT_TILE, schedule="static",
+                            num_threads=num_threads):
+                y = r * XENT_TILE  # first row of the tile
+                xent_short_rows(t, z0 + y * ldz, ldz, K, min(XENT_TILE, N - y),
+                                y0 + y if y0 != NULL else NULL, ignore_index,
+                                at(p0, y * ldp), ldp, w0, weight_sum, smoothing, grad_scale,
+                                &loss[y], <floating *>at(g0, y * ldg), ldg)
+        return
+    with nogil:
+        for r in prange(N, schedule="static", num_threads=num_threads):
+            y = y0[r] if y0 != NULL else 0
+            if y0 != NULL and y == ignore_index:
+                loss[r] = 0.0
+                if g0 != NULL:
+                    for k in range(K):
+                        g0[r * ldg + k] = 0
+            else:
+                xent_row(t, z0 + r * ldz, K, y, at(p0, r * ldp), w0, weight_sum, smoothing,
+                         grad_scale, &loss[r], <floating *>at(g0, r * ldg))
+
+
+# ---- Jacobians -------------------------------------------------------------------
+
+def softmax_jacobian(*, const floating[:, ::1] p not None, floating[:, :, ::1] out not None,
+                     int num_threads):
+    """out[n, j, i] = p[n, j] * (delta_ij - p[n, i]) for each row of p."""
+    cdef Py_ssize_t N = p.shape[0], K = p.shape[1], n, j, i
+    cdef floating pj
+    check_threads(num_threads)
+    check_view("p", 2, &p.shape[0], &p.strides[0], &p[0, 0], sizeof(floating), None, True)
+    check_view("out", 3, &out.shape[0], &out.strides[0], &out[0, 0, 0], sizeof(floating),
+               (N, K, K), True)
+    with nogil:
+        for n in prange(N, schedule="static", num_threads=num_threads):
+            for j in range(K):
+                pj = p[n, j]
+                for i in range(K):
+                    out[n, j, i] = -pj * p[n, i]
+                out[n, j, j] = pj * (1 - pj)
+
+
+def softmax_weight_jacobian(*, const floating[:, ::1] p not None, const floating[:, ::1] x not None,
+                            floating[:, :, :, ::1] out not None, int num_threads):
+    """out[n, j, i, :] = p[n, j] * (delta_ij - p[n, i]) * x[n, :]: d sigma_j / d w_i
+    for logits z = x W^T + b, one (K, K, D) block per row."""
+    cdef Py_ssize_t N = p.shape[0], K = p.shape[1], D = x.shape[1], item, n, j, i, d
+    cdef floating coefficient
+    check_threads(num_threads)
+    check_view("p", 2, &p.shape[0], &p.strides[0], &p[0, 0], sizeof(floating), None, True)
+    check_view("x", 2, &x.shape[0], &x.strides[0], &x[0, 0], sizeof(floating), (N, D), True)
+    check_view("out", 4, &out.shape[0], &out.strides[0], &out[0, 0, 0, 0], sizeof(floating),
+               (N, K, K, D), True)
+    with nogil:
+        for item in prange(N * K, schedule="static", num_threads=num_threads):
+            n = item // K
+            j = item % K
+            for i in range(K):
+                coefficient = p[n, j] * ((1 if i == j else 0) - p[n, i])
+                for d in range(D):
+                    out[n, j, i, d] = coefficient * x[n, d]
+
+
+# ---- cross-entropy over blocks of classes (very wide K) --------------------------
+#
+# When even a few rows of logits are too many to hold, linear_cross_entropy
+# computes them one block of classes at a time, twice: a first pass merges per
+# row the online logsumexp (running max m, sum s of exp(z - m)) and the raw
+# dot products the loss needs; the loss follows from those; a second pass
+# recomputes each block and turns it into its gradient.
+cdef enum:  # STATS columns, per row (float64)
+    STAT_MAX = 0        # running max m
+    STAT_SUM = 1        # sum of exp(z - m)
+    STAT_TARGET = 2     # index target: z_y;  probabilities: sum_k c_k z_k
+    STAT_SMOOTH = 3     # index target with label smoothing: sum_k w_k z_k
+    STAT_MASS = 4       # probabilities: C = sum_k c_k, c_k = ((1 - e) t_k + e/K) w_k
+STATS = 5
+
+
+def cross_entropy_block_stats(*, const floating[:, :] logits not None, Py_ssize_t first_class,
+                              const Py_ssize_t[::1] target=None, const floating[:, :] probs=None,
+                              const floating[::1] weight=None, double smoothing,
+                              Py_ssize_t classes, double[:, ::1] stats not None,
+                              int num_threads):
+    """Merge classes [first_class, first_class + logits.shape[1]) of every row
+    into `stats` (N, 5).  `probs` and `weight` hold the same classes only;
+    `classes` is K, the number of all classes (label smoothing spreads e/K)."""
+    cdef Py_ssize_t N = logits.shape[0], Kb = logits.shape[1], r, y, ldz, ldp
+    cdef const floating *z0
+    cdef const floating *p0
+    cdef const floating *w0
+    cdef const Py_ssize_t *y0
+    cdef const sx_table *t
+    cdef double block_max, block_sum, m, weight_block_sum, mass
+    cdef double share = smoothing / classes if classes > 0 else 0.0
+    check_threads(num_threads)
+    check_view("stats", 2, &stats.shape[0], &stats.strides[0], &stats[0, 0], sizeof(double),
+               (N, STATS), True)
+    if xent_operands(logits, target, probs, weight, &z0, &ldz, &y0, &p0, &ldp, &w0,
+                     &weight_block_sum):
+        return
+    t = table_for(z0)
+    with nogil:
+        for r in prange(N, schedule="static", num_threads=num_threads):
+            block_max = t.row_max(z0 + r * ldz, Kb)
+            m = stats[r, STAT_MAX]
+            if block_max == -INFINITY:
+                # only -inf (adds nothing) or NaN (must reach the loss) here
+                if t.row_exp_sum(z0 + r * ldz, NULL, Kb, 0.0) != 0:
+                    stats[r, STAT_SUM] = NAN
+            else:
+                block_sum = t.row_exp_sum(z0 + r * ldz, NULL, Kb, block_max)
+                if block_max > m:
+                    stats[r, STAT_SUM] = stats[r, STAT_SUM] * exp(m - block_max) + block_sum
+                    stats[r, STAT_MAX] = block_max
+                else:
+                    stats[r, STAT_SUM] += block_sum * exp(block_max - m)
+            if y0 != NULL:
+                y = y0[r] - first_class
+                if 0 <= y < Kb:
+                    stats[r, STAT_TARGET] = z0[r * ldz + y]
+            elif p0 != NULL:
+                # smoothing included: c_k = ((1 - e) t_k + e/K) w_k; the block
+                # max comes off before the products and back on in double
+                mass = (1.0 - smoothing) * t.row_dot(p0 + r * ldp, w0, NULL, Kb, 0.0) \
+                    + share * weight_block_sum
+                stats[r, STAT_TARGET] += prob_target_dot(t, z0 + r * ldz, p0 + r * ldp, w0, Kb,
+                                                         block_max, smoothing, share) \
+                    + block_max * mass
+                stats[r, STAT_MASS] += mass
+            if smoothing != 0.0 and y0 != NULL:
+                stats[r, STAT_SMOOTH] += t.row_dot(z0 + r * ldz, w0, NULL, Kb, block_max) \
+                    + block_max * weight_block_sum
+
+
+def cross_entropy_block_grad(*, floating[:, :] logits not None, Py_ssize_t first_class,
+                             const Py_ssize_t[::1] target=None, const floating[:, :] probs=None,
+                             const floating[::1] weight=None, const double[::1] shift not None,
+                             const double[::1] alpha not None, const double[::1] one_hot not None,
+                             double beta, double gamma, int num_threads):
+    """Overwrite a block of logits with its gradient, from per-row `shift`
+    (the row max), alpha = scale * C / s and the index-target term `one_hot`:
+    grad = alpha exp(z - shift) - (beta t + gamma) w, minus one_hot at y."""
+    cdef Py_ssize_t N = logits.shape[0], Kb = logits.shape[1], r, y, ldz, ldp
+    cdef const floating *logits0
+    cdef floating *z0
+    cdef const floating *p0
+    cdef const floating *w0
+    cdef const Py_ssize_t *y0
+    cdef const sx_table *t
+    cdef double unused_weight_sum
+    check_threads(num_threads)
+    check_view("shift", 1, &shift.shape[0], &shift.strides[0], &shift[0], sizeof(double), (N,), True)
+    check_view("alpha", 1, &alpha.shape[0], &alpha.strides[0], &alpha[0], sizeof(double), (N,), True)
+    check_view("one_hot", 1, &one_hot.shape[0], &one_hot.strides[0], &one_hot[0], sizeof(double),
+               (N,), True)
+    if xent_operands(logits, target, probs, weight, &logits0, &ldz, &y0, &p0, &ldp, &w0,
+                     &unused_weight_sum):
+        return
+    z0 = &logits[0, 0]  # the writable view of the same memory
+    t = table_for(logits0)
+    with nogil:
+        for r in prange(N, schedule="static", num_threads=num_threads):
+            t.row_exp_sum(z0 + r * ldz, z0 + r * ldz, Kb, shift[r])
+            t.row_xent_grad(z0 + r * ldz, at(p0, r * ldp), w0, z0 + r * ldz, Kb, alpha[r],
+                            beta if p0 != NULL else 0.0, gamma)
+            if y0 != NULL:
+                y = y0[r] - first_class
+                if 0 <= y < Kb:
+                    z0[r * ldz + y] -= <floating>one_hot[r]

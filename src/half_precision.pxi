@@ -1,0 +1,277 @@
+# float16 and bfloat16 softmax-family kernels: 16-bit storage, float32 arithmetic.
+# Included by _kernels.pyx.
+#
+# Design
+# ------
+# The Python layer views float16 and ml_dtypes.bfloat16 arrays as uint16 and
+# names the format.  No kernel converts a whole array: each thread loads one
+# tile of 16-bit values into its float32 scratch (at most SX_CHUNK values
+# per operand, in L1/L2), runs the float32 code of _kernels.pyx on it in
+# cache, and stores the result back, rounded to nearest even (the sx_half_table
+# primitives of half_convert_impl.h).  Memory traffic is that of the 16-bit
+# array, and the routes are the float32 ones (short rows as transposed tiles,
+# column strips, long rows in SX_CHUNK pieces whose sums are added in order),
+# so the result is the float32 result on the widened input, rounded once, for
+# any thread count.  A row longer than HALF_WHOLE_ROW is streamed piece by piece,
+# loading each piece once per sweep (three sweeps forward, two backward):
+# the price of never holding a float32 copy of it.
+from libc.stdint cimport uint16_t
+
+cdef enum:
+    # Rows up to this long are loaded whole into a thread's float32 scratch
+    # (4 MiB per operand) and computed by the float32 whole-row code; longer
+    # rows are streamed in SX_CHUNK pieces.
+    HALF_WHOLE_ROW = 1048576
+
+cdef extern from "row_kernels.h":
+    ctypedef struct sx_half_table:
+        void (*load)(const void *src, Py_ssize_t lds, float *dst, Py_ssize_t ldd,
+                     Py_ssize_t rows, Py_ssize_t n) noexcept nogil
+        void (*store)(const float *src, Py_ssize_t lds, void *dst, Py_ssize_t ldd,
+                      Py_ssize_t rows, Py_ssize_t n) noexcept nogil
+    const sx_half_table *sx_table_f16
+    const sx_half_table *sx_table_bf16
+
+
+# 16-bit formats, passed by the Python layer as `fmt`.
+cpdef enum HalfFormat:
+    FLOAT16 = 0
+    BFLOAT16 = 1
+
+
+cdef int check_format(int fmt) except -1:
+    if fmt != FLOAT16 and fmt != BFLOAT16:
+        raise ValueError(f"unknown 16-bit format {fmt}")
+    return 0
+
+
+cdef inline const sx_half_table *half_table(int fmt) noexcept nogil:
+    return sx_table_bf16 if fmt == BFLOAT16 else sx_table_f16
+
+
+cdef void half_rows_tile(const sx_table *t, const sx_half_table *h, int op,
+                         const uint16_t *x, Py_ssize_t ldx, const uint16_t *g, Py_ssize_t ldg,
+                         uint16_t *out, Py_ssize_t ldo, float *lse, Py_ssize_t n, Py_ssize_t K,
+                         float *scratch, Py_ssize_t capacity) noexcept nogil:
+    """`op` on n rows of K values, n * K <= capacity (n <= SX_STRIP when
+    K < SHORT_ROW), through a scratch of 2 * capacity floats (4 * capacity
+    for K < SHORT_ROW: the transposed tile follows)."""
+    cdef float *xs = scratch
+    cdef float *gs = scratch + capacity if g != NULL else NULL
+    cdef float *results = xs if out != NULL else NULL
+    cdef Py_ssize_t i
+    h.load(x, ldx, xs, K, n, K)
+    if g != NULL:
+        h.load(g, ldg, gs, K, n, K)
+    if K < SHORT_ROW and op == SOFTMAX_BACKWARD:  # the float32 route (rows_kernel)
+        for i in range(n):
+            short_row_softmax_backward(xs + i * K, gs + i * K, xs + i * K, K)
+    elif K < SHORT_ROW:
+        # element (k, j) of row j at xs[j*K + k]; the transposing scratch follows
+        transposed_tile(t, op, xs, 1, K, gs, 1, K, results, 1, K, lse, K, n,
+                        scratch + 2 * capacity)
+    else:
+        for i in range(n):
+            whole_row(t, op, xs + i * K, at(gs, i * K), <float *>at(results, i * K),
+                      <float *>at(lse, i), K)
+    if out != NULL:
+        h.store(xs, K, out, ldo, n, K)
+
+
+cdef void half_long_row(const sx_table *t, const sx_half_table *h, int op, const uint16_t *x,
+                        const uint16_t *g, uint16_t *out, float *lse, Py_ssize_t K,
+                        float *scratch) noexcept nogil:
+    """`op` on one row of K > SX_CHUNK values, streamed in SX_CHUNK pieces
+    through a scratch of 2 * SX_CHUNK floats."""
+    cdef float *xs = scratch
+    cdef float *gs = scratch + SX_CHUNK
+    cdef bint backward = op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD
+    cdef double m = -INFINITY, piece_max, shift = 0.0, total = 0.0
+    cdef Py_ssize_t pieces = (K + SX_CHUNK - 1) // SX_CHUNK, piece, start, n
+    if not backward:
+        for piece in range(pieces):
+            start = piece * SX_CHUNK
+            n = min(SX_CHUNK, K - start)
+            h.load(x + start, 0, xs, 0, 1, n)
+            piece_max = t.row_max(xs, n)
+            if piece_max > m:
+                m = piece_max
+        shift = forward_shift(op, m)
+    for piece in range(pieces):
+        start = piece * SX_CHUNK
+        n = min(SX_CHUNK, K - start)
+        h.load(x + start, 0, xs, 0, 1, n)
+        if backward:
+            h.load(g + start, 0, gs, 0, 1, n)
+            total += backward_reduce(t, op, xs, gs, n)
+        else:
+            total += t.row_exp_sum(xs, NULL, n, shift)
+    if op == LOGSUMEXP:
+        lse[0] = <float>(shift + log(total))
+        return
+    for piece in range(pieces):
+        start = piece * SX_CHUNK
+        n = min(SX_CHUNK, K - start)
+        h.load(x + start, 0, xs, 0, 1, n)
+        if backward:
+            h.load(g + start, 0, gs, 0, 1, n)
+            backward_finish(t, op, xs, gs, xs, n, total)
+        else:
+            if op == SOFTMAX:
+                t.row_exp_sum(xs, xs, n, shift)
+            forward_finish(t, op, xs, xs, n, shift, total)
+        h.store(xs, 0, out + start, 0, 1, n)
+
+
+def rows_half(*, int op, int fmt, const uint16_t[:, :] x not None,
+              const uint16_t[:, :] grad=None, uint16_t[:, :] out=None, float[:] lse=None,
+              int num_threads):
+    """`rows` for 16-bit storage: x, grad and out hold float16 or bfloat16
+    bits (`fmt`), viewed as uint16; `lse` is float32."""
+    cdef Py_ssize_t size = sizeof(uint16_t)
+    cdef Py_ssize_t n_rows = x.shape[0], K = x.shape[1], per_tile, tiles, it, r0, capacity
+    cdef const uint16_t *gp = NULL
+    cdef uint16_t *op_ = NULL
+    cdef float *lp = NULL
+    cdef float *scratch
+    cdef Py_ssize_t ldx = x.strides[0] // size, ldg = 0, ldo = 0
+    cdef const sx_table *t = sx_table_f32
+    cdef const sx_half_table *h = half_table(fmt)
+    cdef int failed = 0
+    cdef int *failed_flag = &failed
+    check_request(op, grad is not None, out is not None, lse is not None, num_threads)
+    check_format(fmt)
+    shape = (n_rows, K)
+    check_view("x", 2, &x.shape[0], &x.strides[0], &x[0, 0], size, shape, True)
+    if grad is not None:
+        check_view("grad", 2, &grad.shape[0], &grad.strides[0], &grad[0, 0], size, shape, True)
+        gp, ldg = &grad[0, 0], grad.strides[0] // size
+    if out is not None:
+        check_view("out", 2, &out.shape[0], &out.strides[0], &out[0, 0], size, shape, True)
+        op_, ldo = &out[0, 0], out.strides[0] // size
+    if lse is not None:
+        check_view("lse", 1, &lse.shape[0], &lse.strides[0], &lse[0], sizeof(float), (n_rows,),
+                   True)
+        lp = &lse[0]
+    if n_rows == 0:
+        return
+    if K == 0:
+        if lse is not None:
+            lse[:] = -INFINITY
+        return
+    # floats per operand in a thread's scratch: a tile of rows, a whole row
+    # up to HALF_WHOLE_ROW, else SX_CHUNK pieces of a streamed row
+    capacity = K if SX_CHUNK < K <= HALF_WHOLE_ROW else SX_CHUNK
+    if K > SX_CHUNK:
+        per_tile = 1
+    elif K < SHORT_ROW:
+        per_tile = min(SX_STRIP, SX_CHUNK // K)
+    else:
+        per_tile = SX_CHUNK // K
+    tiles = (n_rows + per_tile - 1) // per_tile
+    with nogil, parallel(num_threads=num_threads):
+        # two operands, and for short rows the transposed tile after them
+        scratch = <float *>malloc((4 if K < SHORT_ROW else 2) * capacity * sizeof(float))
+        if scratch == NULL:
+            failed_flag[0] = 1
+        for it in prange(tiles, schedule="static"):
+            if scratch == NULL:
+                continue
+            r0 = it * per_tile
+            if K > HALF_WHOLE_ROW:
+                half_long_row(t, h, op, &x[0, 0] + r0 * ldx, <const uint16_t *>at(gp, r0 * ldg),
+                              <uint16_t *>at(op_, r0 * ldo), <float *>at(lp, r0), K, scratch)
+            else:
+                half_rows_tile(t, h, op, &x[0, 0] + r0 * ldx, ldx,
+                               <const uint16_t *>at(gp, r0 * ldg), ldg,
+                               <uint16_t *>at(op_, r0 * ldo), ldo, <float *>at(lp, r0),
+                               min(per_tile, n_rows - r0), K, scratch, capacity)
+        free(scratch)
+    if failed:
+        raise MemoryError("no memory for the per-thread float32 scratch")
+
+
+def cols_half(*, int op, int fmt, const uint16_t[:, :, :] x not None,
+              const uint16_t[:, :, :] grad=None, uint16_t[:, :, :] out=None,
+              float[:, :] lse=None, int num_threads):
+    """`cols` for 16-bit storage (see rows_half).  Each thread holds a float32
+    (K, w) tile per operand, 16 <= w <= SX_STRIP: the caller keeps K moderate
+    (large K is better served by a rows layout)."""
+    cdef Py_ssize_t size = sizeof(uint16_t)
+    cdef Py_ssize_t outer = x.shape[0], K = x.shape[1], inner = x.shape[2]
+    cdef Py_ssize_t width, tiles, it, o, j0, w
+    cdef Py_ssize_t xo = x.strides[0] // size, xk = x.strides[1] // size
+    cdef Py_ssize_t go = 0, gk = 0, oo = 0, ok = 0, lo = 0
+    cdef const uint16_t *gp = NULL
+    cdef uint16_t *op_ = NULL
+    cdef float *lp = NULL
+    cdef float *xs
+    cdef float *gs
+    cdef const sx_table *t = sx_table_f32
+    cdef const sx_half_table *h = half_table(fmt)
+    cdef int failed = 0
+    cdef int *failed_flag = &failed
+    check_request(op, grad is not None, out is not None, lse is not None, num_threads)
+    check_format(fmt)
+    shape = (outer, K, inner)
+    check_view("x", 3, &x.shape[0], &x.strides[0], &x[0, 0, 0], size, shape, True)
+    if grad is not None:
+        check_view("grad", 3, &grad.shape[0], &grad.strides[0], &grad[0, 0, 0], size, shape,
+                   True)
+        gp, go, gk = &grad[0, 0, 0], grad.strides[0] // size, grad.strides[1] // size
+    if out is not None:
+        check_view("out", 3, &out.shape[0], &out.strides[0], &out[0, 0, 0], size, shape, True)
+        op_, oo, ok = &out[0, 0, 0], out.strides[0] // size, out.strides[1] // size
+    if lse is not None:
+        check_view("lse", 2, &lse.shape[0], &lse.strides[0], &lse[0, 0], sizeof(float),
+                   (outer, inner), True)
+        lp, lo = &lse[0, 0], lse.strides[0] // sizeof(float)
+    if outer == 0 or inner == 0:
+        return
+    if K == 0:
+        if lse is not None:
+            lse[:, :] = -INFINITY
+        return
+    width = min(SX_STRIP, max(16, 2 * SX_CHUNK // K))
+    tiles = (inner + width - 1) // width
+    with nogil, parallel(num_threads=num_threads):
+        xs = <float *>malloc(2 * K * width * sizeof(float))
+        if xs == NULL:
+            failed_flag[0] = 1
+        for it in prange(outer * tiles, schedule="static"):
+            if xs == NULL:
+                continue
+            o = it // tiles
+            j0 = (it % tiles) * width
+            w = min(width, inner - j0)
+            gs = xs + K * w if gp != NULL else NULL
+            h.load(&x[0, 0, 0] + o * xo + j0, xk, xs, w, K, w)
+            if gp != NULL:
+                h.load(gp + o * go + j0, gk, gs, w, K, w)
+            strip_kernel(t, op, xs, w, gs, w, xs if op_ != NULL else NULL, w,
+                         <float *>at(lp, o * lo + j0), K, w, <float *>NULL)
+            if op_ != NULL:
+                h.store(xs, w, op_ + o * oo + j0, ok, K, w)
+        free(xs)
+    if failed:
+        raise MemoryError("no memory for the per-thread float32 tiles")
+
+
+def narrow_into(const float[::1] x not None, uint16_t[::1] out not None, int fmt):
+    """out[i] = x[i] rounded to the 16-bit format `fmt` (exposed for tests)."""
+    check_format(fmt)
+    check_view("x", 1, &x.shape[0], &x.strides[0], &x[0], sizeof(float), None, True)
+    check_view("out", 1, &out.shape[0], &out.strides[0], &out[0], sizeof(uint16_t),
+               (x.shape[0],), True)
+    if x.shape[0]:
+        half_table(fmt).store(&x[0], 0, &out[0], 0, 1, x.shape[0])
+
+
+def widen_into(const uint16_t[::1] x not None, float[::1] out not None, int fmt):
+    """out[i] = the 16-bit value x[i] (format `fmt`) as float32 (exposed for tests)."""
+    check_format(fmt)
+    check_view("x", 1, &x.shape[0], &x.strides[0], &x[0], sizeof(uint16_t), None, True)
+    check_view("out", 1, &out.shape[0], &out.strides[0], &out[0], sizeof(float),
+               (x.shape[0],), True)
+    if x.shape[0]:
+        half_table(fmt).load(&x[0], 0, &out[0], 0, 1, x.shape[0])
