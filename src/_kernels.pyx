@@ -27,7 +27,7 @@
 # that chunked order, so both give the same bits and the result never depends
 # on num_threads.
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, NAN, exp, isfinite, isnan, log
+from libc.math cimport INFINITY, NAN, exp, isfinite, isnan, log, log1p
 from libc.stdlib cimport free, malloc
 
 ctypedef fused floating:
@@ -48,6 +48,8 @@ cdef extern from "row_kernels.h":
     ctypedef struct sx_table:
         double (*row_max)(const void *x, Py_ssize_t n) noexcept nogil
         double (*row_exp_sum)(const void *x, void *out, Py_ssize_t n, double shift) noexcept nogil
+        double (*row_exp_excess)(const void *x, Py_ssize_t n, double shift,
+                                 double *ties) noexcept nogil
         void (*row_scale)(void *out, Py_ssize_t n, double factor) noexcept nogil
         void (*row_log_normalize)(const void *x, void *out, Py_ssize_t n, double shift,
                                   double log_sum) noexcept nogil
@@ -65,6 +67,8 @@ cdef extern from "row_kernels.h":
         void (*col_exp_sum)(const void *x, Py_ssize_t ldx, void *out, Py_ssize_t ldo,
                             Py_ssize_t K, Py_ssize_t w, const void *shift,
                             double *sum) noexcept nogil
+        void (*col_exp_excess)(const void *x, Py_ssize_t ldx, Py_ssize_t K, Py_ssize_t w,
+                               const void *shift, double *sum, double *ties) noexcept nogil
         void (*col_scale)(const void *src, Py_ssize_t lds, void *out, Py_ssize_t ldo,
                           Py_ssize_t K, Py_ssize_t w, const void *factor) noexcept nogil
         void (*col_log_normalize)(const void *x, Py_ssize_t ldx, void *out, Py_ssize_t ldo,
@@ -167,6 +171,12 @@ cdef inline double forward_shift(int op, double row_max) noexcept nogil:
     return row_max
 
 
+cdef inline double log_sum_exp(double shift, double excess, double ties) noexcept nogil:
+    """logsumexp from row_exp_excess's results: shift + log(excess + ties),
+    by log1p so that a dominant term keeps the small ones' digits."""
+    return shift + log1p(excess + (ties - 1.0))
+
+
 cdef inline void forward_finish(const sx_table *t, int op, const floating *x, floating *out,
                                 Py_ssize_t n, double shift, double total) noexcept nogil:
     """Second sweep over (a piece of) a row once its shift and sum are known."""
@@ -204,16 +214,17 @@ cdef inline const element *at(const element *p, Py_ssize_t offset) noexcept nogi
 cdef void whole_row(const sx_table *t, int op, const floating *x, const floating *g,
                     floating *out, floating *lse, Py_ssize_t K) noexcept nogil:
     """`op` on one contiguous row of K elements, by the calling thread."""
-    cdef double shift, total
+    cdef double shift, total, ties
     if op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD:
         backward_finish(t, op, x, g, out, K, backward_reduce(t, op, x, g, K))
         return
     shift = forward_shift(op, t.row_max(x, K))
-    total = t.row_exp_sum(x, out if op == SOFTMAX else NULL, K, shift)
     if op == LOGSUMEXP:
-        lse[0] = <floating>(shift + log(total))
-    else:
-        forward_finish(t, op, x, out, K, shift, total)
+        total = t.row_exp_excess(x, K, shift, &ties)
+        lse[0] = <floating>log_sum_exp(shift, total, ties)
+        return
+    total = t.row_exp_sum(x, out if op == SOFTMAX else NULL, K, shift)
+    forward_finish(t, op, x, out, K, shift, total)
 
 
 cdef inline void short_row_softmax_backward(const floating *p, const floating *g, floating *out,
@@ -274,10 +285,13 @@ cdef int rows_kernel_split(int op, const floating *x, Py_ssize_t ldx, const floa
     cdef double *part = <double *>malloc(items * sizeof(double))
     cdef double *shift = <double *>malloc(rows * sizeof(double))
     cdef double *total = <double *>malloc(rows * sizeof(double))
-    if part == NULL or shift == NULL or total == NULL:
+    cdef double *tie_part = <double *>malloc(items * sizeof(double))  # LOGSUMEXP
+    cdef double ties
+    if part == NULL or shift == NULL or total == NULL or tie_part == NULL:
         free(part)
         free(shift)
         free(total)
+        free(tie_part)
         return -1
     if not backward:
         for it in prange(items, schedule="static", num_threads=num_threads):
@@ -296,6 +310,8 @@ cdef int rows_kernel_split(int op, const floating *x, Py_ssize_t ldx, const floa
         n = min(SX_CHUNK, K - start)
         if backward:
             part[it] = backward_reduce(t, op, x + r * ldx + start, g + r * ldg + start, n)
+        elif op == LOGSUMEXP:
+            part[it] = t.row_exp_excess(x + r * ldx + start, n, shift[r], &tie_part[it])
         else:
             part[it] = t.row_exp_sum(x + r * ldx + start,
                                      out + r * ldo + start if op == SOFTMAX else NULL,
@@ -305,7 +321,10 @@ cdef int rows_kernel_split(int op, const floating *x, Py_ssize_t ldx, const floa
         for c in range(pieces):
             total[r] += part[r * pieces + c]
         if op == LOGSUMEXP:
-            lse[r] = <floating>(shift[r] + log(total[r]))
+            ties = 0.0
+            for c in range(pieces):
+                ties += tie_part[r * pieces + c]
+            lse[r] = <floating>log_sum_exp(shift[r], total[r], ties)
     if op != LOGSUMEXP:
         for it in prange(items, schedule="static", num_threads=num_threads):
             r = it // pieces
@@ -320,6 +339,7 @@ cdef int rows_kernel_split(int op, const floating *x, Py_ssize_t ldx, const floa
     free(part)
     free(shift)
     free(total)
+    free(tie_part)
     return 0
 
 
@@ -337,6 +357,7 @@ cdef void strip_kernel(const sx_table *t, int op, const floating *x, Py_ssize_t 
     cdef floating shift[SX_STRIP]
     cdef floating param[SX_STRIP]
     cdef double total[SX_STRIP]
+    cdef double ties[SX_STRIP]
     cdef Py_ssize_t j
     cdef const floating *src = x
     cdef const floating *grad = g
@@ -374,14 +395,15 @@ cdef void strip_kernel(const sx_table *t, int op, const floating *x, Py_ssize_t 
         else:
             t.col_scale(out, ldo, out, ldo, K, w, param)
         return
-    t.col_exp_sum(src, lds, NULL, 0, K, w, shift, total)
     if op == LOG_SOFTMAX:
+        t.col_exp_sum(src, lds, NULL, 0, K, w, shift, total)
         for j in range(w):
             param[j] = <floating>log(total[j])
         t.col_log_normalize(src, lds, out, ldo, K, w, shift, param)
     else:
+        t.col_exp_excess(src, lds, K, w, shift, total, ties)
         for j in range(w):
-            lse[j] = <floating>(shift[j] + log(total[j]))
+            lse[j] = <floating>log_sum_exp(shift[j], total[j], ties[j])
 
 
 cdef void copy_tile(const floating *src, Py_ssize_t sk, Py_ssize_t sj, floating *dst,

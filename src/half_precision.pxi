@@ -86,7 +86,7 @@ cdef void half_long_row(const sx_table *t, const sx_half_table *h, int op, const
     cdef float *xs = scratch
     cdef float *gs = scratch + SX_CHUNK
     cdef bint backward = op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD
-    cdef double m = -INFINITY, piece_max, shift = 0.0, total = 0.0
+    cdef double m = -INFINITY, piece_max, shift = 0.0, total = 0.0, ties = 0.0, piece_ties
     cdef Py_ssize_t pieces = (K + SX_CHUNK - 1) // SX_CHUNK, piece, start, n
     if not backward:
         for piece in range(pieces):
@@ -104,10 +104,13 @@ cdef void half_long_row(const sx_table *t, const sx_half_table *h, int op, const
         if backward:
             h.load(g + start, 0, gs, 0, 1, n)
             total += backward_reduce(t, op, xs, gs, n)
+        elif op == LOGSUMEXP:
+            total += t.row_exp_excess(xs, n, shift, &piece_ties)
+            ties += piece_ties
         else:
             total += t.row_exp_sum(xs, NULL, n, shift)
     if op == LOGSUMEXP:
-        lse[0] = <float>(shift + log(total))
+        lse[0] = <float>log_sum_exp(shift, total, ties)
         return
     for piece in range(pieces):
         start = piece * SX_CHUNK

@@ -28,6 +28,7 @@
 typedef struct sx_table {
     double (*row_max)(const void *x, ptrdiff_t n);
     double (*row_exp_sum)(const void *x, void *out, ptrdiff_t n, double shift);
+    double (*row_exp_excess)(const void *x, ptrdiff_t n, double shift, double *ties);
     void (*row_scale)(void *out, ptrdiff_t n, double factor);
     void (*row_log_normalize)(const void *x, void *out, ptrdiff_t n, double shift, double log_sum);
     double (*row_dot)(const void *a, const void *b, const void *c, ptrdiff_t n, double shift);
@@ -40,6 +41,8 @@ typedef struct sx_table {
                     ptrdiff_t ldc);
     void (*col_exp_sum)(const void *x, ptrdiff_t ldx, void *out, ptrdiff_t ldo, ptrdiff_t K,
                         ptrdiff_t w, const void *shift, double *sum);
+    void (*col_exp_excess)(const void *x, ptrdiff_t ldx, ptrdiff_t K, ptrdiff_t w,
+                           const void *shift, double *sum, double *ties);
     void (*col_scale)(const void *src, ptrdiff_t lds, void *out, ptrdiff_t ldo, ptrdiff_t K,
                       ptrdiff_t w, const void *factor);
     void (*col_log_normalize)(const void *x, ptrdiff_t ldx, void *out, ptrdiff_t ldo, ptrdiff_t K,

@@ -121,7 +121,8 @@ static inline __attribute__((always_inline)) SX_TARGET SX_T SX_NAME(sx_exp)(SX_T
 #define SX_LANES ((ptrdiff_t)(64 / sizeof(SX_T)))
 
 /* Runs v = EXPR(A[i], B[i], C[i]) over i in [0, n) in groups of SX_LANES,
- * calling STORE(i, v) for each value (an operand EXPR ignores may repeat A).
+ * calling STORE(i, lane, v) for each value, lane = i mod SX_LANES (an operand
+ * EXPR ignores may repeat A).
  * The last, partial group of a row goes through the same vector code on
  * zero-padded copies of its operands, with the extra lanes masked to 0, so
  * short rows never fall into a scalar loop of polynomial exps.  With SUM
@@ -143,7 +144,7 @@ static inline __attribute__((always_inline)) SX_TARGET SX_T SX_NAME(sx_exp)(SX_T
                 _Pragma("omp simd")                                                 \
                 for (ptrdiff_t j = 0; j < SX_LANES; ++j) {                          \
                     const SX_T sx_value = EXPR((A)[i + j], (B)[i + j], (C)[i + j]); \
-                    STORE(i + j, sx_value);                                         \
+                    STORE(i + j, j, sx_value);                                      \
                     if (SUM) { acc[j] += sx_value; }                                \
                 }                                                                   \
             }                                                                       \
@@ -163,7 +164,7 @@ static inline __attribute__((always_inline)) SX_TARGET SX_T SX_NAME(sx_exp)(SX_T
                     tail[j] = j < rem ? sx_value : 0;                               \
                     if (SUM) { acc[j] += tail[j]; }                                 \
                 }                                                                   \
-                for (ptrdiff_t j = 0; j < rem; ++j) { STORE(i + j, tail[j]); }      \
+                for (ptrdiff_t j = 0; j < rem; ++j) { STORE(i + j, j, tail[j]); }   \
             }                                                                       \
             if (SUM) {                                                              \
                 _Pragma("GCC unroll 8")                                             \
@@ -177,7 +178,7 @@ static inline __attribute__((always_inline)) SX_TARGET SX_T SX_NAME(sx_exp)(SX_T
         total += chunk_sum;                                                         \
     }
 
-#define SX_NO_STORE(i, v) ((void)0)
+#define SX_NO_STORE(i, lane, v) ((void)0)
 
 /* ---- rows: the reduced axis is contiguous ---------------------------------- */
 
@@ -198,7 +199,7 @@ static SX_TARGET double SX_NAME(row_exp_sum)(const void *xv, void *outv, ptrdiff
     const SX_T *x = (const SX_T *)xv, shift = (SX_T)shift_d;
     SX_T *out = (SX_T *)outv;
 #define SX_SHIFTED_EXP(a, b, c) SX_NAME(sx_exp)((a) - shift)
-#define SX_STORE_OUT(i, v) (out[i] = (v))
+#define SX_STORE_OUT(i, lane, v) (out[i] = (v))
     if (out == NULL) {
         SX_LANE_LOOP(n, x, x, x, SX_SHIFTED_EXP, SX_NO_STORE, 1);
         return total;
@@ -206,6 +207,27 @@ static SX_TARGET double SX_NAME(row_exp_sum)(const void *xv, void *outv, ptrdiff
     SX_LANE_LOOP(n, x, x, x, SX_SHIFTED_EXP, SX_STORE_OUT, 1);
     return total;
 #undef SX_SHIFTED_EXP
+}
+
+/* sum_i (exp(x_i - shift) - [x_i == shift]) in row_exp_sum's blocked order,
+ * and the number of x_i == shift in *ties.  With shift the row max,
+ * logsumexp = shift + log1p(excess + ties - 1): the terms equal to 1 never
+ * meet the small ones in an accumulator, so a dominant term keeps the others'
+ * digits (logsumexp([0, -40]) = 4.2e-18, as scipy computes it, gh-18295). */
+static SX_TARGET double SX_NAME(row_exp_excess)(const void *xv, ptrdiff_t n, double shift_d,
+                                                double *ties)
+{
+    const SX_T *x = (const SX_T *)xv, shift = (SX_T)shift_d;
+    int64_t tie_lanes[SX_LANES] = {0};
+#define SX_EXCESS_EXP(a, b, c) (SX_NAME(sx_exp)((a) - shift) - ((a) == shift ? (SX_T)1 : (SX_T)0))
+#define SX_COUNT_TIE(i, lane, v) (tie_lanes[lane] += x[i] == shift)
+    SX_LANE_LOOP(n, x, x, x, SX_EXCESS_EXP, SX_COUNT_TIE, 1);
+#undef SX_EXCESS_EXP
+#undef SX_COUNT_TIE
+    int64_t count = 0;
+    for (ptrdiff_t j = 0; j < SX_LANES; ++j) { count += tie_lanes[j]; }
+    *ties = (double)count;
+    return total;
 }
 
 static SX_TARGET void SX_NAME(row_scale)(void *outv, ptrdiff_t n, double factor_d)
@@ -380,6 +402,23 @@ static SX_TARGET void SX_NAME(col_exp_sum)(const void *xv, ptrdiff_t ldx, void *
 #undef SX_STORE_TERM
 }
 
+/* row_exp_excess for each column of a strip: sum[j] of the excess terms,
+ * ties[j] the number of x[k, j] == shift[j]. */
+static SX_TARGET void SX_NAME(col_exp_excess)(const void *xv, ptrdiff_t ldx, ptrdiff_t K,
+                                              ptrdiff_t w, const void *shiftv, double *sum,
+                                              double *ties)
+{
+    const SX_T *x = (const SX_T *)xv, *shift = (const SX_T *)shiftv;
+    int64_t tie_count[SX_STRIP] = {0};
+#define SX_EXCESS_TERM(k, j) \
+    (SX_NAME(sx_exp)(x[(k) * ldx + (j)] - shift[j]) - (x[(k) * ldx + (j)] == shift[j] ? (SX_T)1 : (SX_T)0))
+#define SX_COUNT_TIE(k, j, v) (tie_count[j] += x[(k) * ldx + (j)] == shift[j])
+    SX_COLUMN_SUM(K, w, SX_EXCESS_TERM, SX_COUNT_TIE, SX_NO_PREFETCH);
+#undef SX_EXCESS_TERM
+#undef SX_COUNT_TIE
+    for (ptrdiff_t j = 0; j < w; ++j) { ties[j] = (double)tie_count[j]; }
+}
+
 /* out[k, j] = src[k, j] * factor[j]; src may be out. */
 static SX_TARGET void SX_NAME(col_scale)(const void *srcv, ptrdiff_t lds, void *outv, ptrdiff_t ldo,
                                          ptrdiff_t K, ptrdiff_t w, const void *factorv)
@@ -487,10 +526,12 @@ static SX_TARGET void SX_NAME(col_log_softmax_bwd)(const void *logpv, ptrdiff_t 
 #undef SX_COL_BLOCK
 
 static const sx_table SX_NAME(sx_table) = {
-    SX_NAME(row_max),         SX_NAME(row_exp_sum),       SX_NAME(row_scale),
+    SX_NAME(row_max),         SX_NAME(row_exp_sum),       SX_NAME(row_exp_excess),
+    SX_NAME(row_scale),
     SX_NAME(row_log_normalize), SX_NAME(row_dot),
     SX_NAME(row_softmax_bwd), SX_NAME(row_log_softmax_bwd), SX_NAME(row_xent_grad),
-    SX_NAME(col_max),         SX_NAME(col_exp_sum),       SX_NAME(col_scale),
+    SX_NAME(col_max),         SX_NAME(col_exp_sum),       SX_NAME(col_exp_excess),
+    SX_NAME(col_scale),
     SX_NAME(col_log_normalize), SX_NAME(col_dot),
     SX_NAME(col_softmax_bwd), SX_NAME(col_log_softmax_bwd),
 };

@@ -363,13 +363,16 @@ def fuzz_linear(case: Case, dtype):
     if z.size:
         want, coefficients = ref.cross_entropy(z, t_v, label_smoothing=smoothing, reduction="sum")
         dz = ref.softmax(z, axis=1) * coefficients.sum(axis=1, keepdims=True) - coefficients
+        # each dz term before its cancellation (p C - c can be ~0 where p ~ c/C)
+        dz_terms = np.abs(dz + coefficients) + np.abs(coefficients)
     else:
         want, dz = 0.0, np.zeros(z.shape)
+        dz_terms = dz
     _close(loss, want, dtype, "loss", case.log)
-    _close(dx, dz @ W_v, dtype, "dx", case.log)
-    _close(dW, dz.T @ x_v, dtype, "dW", case.log)
+    _close(dx, dz @ W_v, dtype, "dx", case.log, dz_terms @ np.abs(W_v))
+    _close(dW, dz.T @ x_v, dtype, "dW", case.log, dz_terms.T @ np.abs(x_v))
     if b is not None:
-        _close(db, dz.sum(axis=0), dtype, "db", case.log)
+        _close(db, dz.sum(axis=0), dtype, "db", case.log, dz_terms.sum(axis=0))
     case.check_memory()
 
 

@@ -199,3 +199,27 @@ def test_arbitrary_strided_views(case):
         np.testing.assert_allclose(result, merged(name, view.copy(), axis), rtol=1e-12,
                                    atol=1e-14)
     np.testing.assert_array_equal(base, before)
+
+
+# ---- accuracy where one term dominates (scipy gh-18295) -------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_logsumexp_keeps_the_digits_a_dominant_term_would_swallow(dtype, exact_threads):
+    """log(1 + e^-40) = 4.2e-18: summing 1 + e^-40 first would give 0.  Every
+    route: rows, a strided axis, long rows split over threads, 16-bit input."""
+    small = np.array([0.0, -40.0], dtype)
+    exact = float(np.log1p(np.exp(np.float64(small[1]))))
+    assert float(sx.logsumexp(small)) == pytest.approx(exact, rel=1e-6 if dtype == np.float32 else 1e-15)
+    assert float(sx.logsumexp(small.reshape(2, 1), axis=0)[0]) == pytest.approx(exact, rel=1e-6)
+    assert float(special.logsumexp(small.astype(np.float64))) == pytest.approx(exact, rel=1e-15)
+    long_rows = np.full((2, 40000), -np.inf, dtype)   # split into pieces over 2 threads
+    long_rows[:, 7] = 0.0
+    long_rows[:, 39999] = -30.0
+    for threads in (1, 2):
+        np.testing.assert_allclose(sx.logsumexp(long_rows, num_threads=threads),
+                                   np.log1p(np.exp(np.float64(-30.0))), rtol=1e-6)
+    ties = np.array([3.0, 3.0, -37.0], dtype)  # two maxima: log(2 + e^-40) + 3
+    assert float(sx.logsumexp(ties)) == pytest.approx(3 + np.log(2 + np.exp(-40.0)), rel=1e-7)
+    assert sx.logsumexp(np.array([-np.inf, -np.inf], dtype)) == -np.inf
+    assert float(sx.logsumexp(np.array([0.0, -8.0], np.float16))) == pytest.approx(
+        np.log1p(np.exp(-8.0)), rel=1e-3)  # 3.4e-4, through the 16-bit kernels
