@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union, overload
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -19,7 +19,6 @@ from ._layout import (
 )
 from ._threads import resolve_num_threads
 
-Axis = Union[int, tuple[int, ...], None]
 
 # A float16 / bfloat16 kernel holds a float32 (K, w) tile per operand and
 # thread; past this K a strided reduced axis is copied contiguous instead.
@@ -53,7 +52,7 @@ def _run_elementwise(
     op: int,
     x: np.ndarray,
     grad: Optional[np.ndarray],
-    axis: Axis,
+    axis: Union[int, tuple[int, ...], None],
     out: Optional[np.ndarray],
     num_threads: Optional[int],
 ) -> np.ndarray:
@@ -78,7 +77,7 @@ def _run_elementwise(
 
 
 def softmax(
-    x: ArrayLike, axis: Axis = -1, *, out: Optional[np.ndarray] = None, num_threads: Optional[int] = None
+    x: ArrayLike, axis: Union[int, tuple[int, ...], None] = -1, *, out: Optional[np.ndarray] = None, num_threads: Optional[int] = None
 ) -> np.ndarray:
     r"""Softmax along an axis.
 
@@ -120,7 +119,7 @@ def softmax(
 
 
 def log_softmax(
-    x: ArrayLike, axis: Axis = -1, *, out: Optional[np.ndarray] = None, num_threads: Optional[int] = None
+    x: ArrayLike, axis: Union[int, tuple[int, ...], None] = -1, *, out: Optional[np.ndarray] = None, num_threads: Optional[int] = None
 ) -> np.ndarray:
     r"""Logarithm of the softmax along an axis.
 
@@ -156,9 +155,25 @@ def log_softmax(
     return _run_elementwise(_kernels.Op.LOG_SOFTMAX, as_float_array(x, "x"), None, axis, out, num_threads)
 
 
+@overload
+def logsumexp(a: ArrayLike, axis: Union[int, tuple[int, ...], None] = -1,
+              b: Optional[ArrayLike] = None, keepdims: bool = False,
+              return_sign: Literal[False] = False, *, out: Optional[np.ndarray] = None,
+              num_threads: Optional[int] = None) -> Union[np.ndarray, np.floating[Any]]: ...
+@overload
+def logsumexp(a: ArrayLike, axis: Union[int, tuple[int, ...], None] = -1,
+              b: Optional[ArrayLike] = None, keepdims: bool = False, *,
+              return_sign: Literal[True], out: Optional[np.ndarray] = None,
+              num_threads: Optional[int] = None
+              ) -> tuple[Union[np.ndarray, np.floating[Any]], Union[np.ndarray, np.floating[Any]]]: ...
+@overload
+def logsumexp(a: ArrayLike, axis: Union[int, tuple[int, ...], None], b: Optional[ArrayLike],
+              keepdims: bool, return_sign: Literal[True], *, out: Optional[np.ndarray] = None,
+              num_threads: Optional[int] = None
+              ) -> tuple[Union[np.ndarray, np.floating[Any]], Union[np.ndarray, np.floating[Any]]]: ...
 def logsumexp(
     a: ArrayLike,
-    axis: Axis = -1,
+    axis: Union[int, tuple[int, ...], None] = -1,
     b: Optional[ArrayLike] = None,
     keepdims: bool = False,
     return_sign: bool = False,
@@ -279,7 +294,7 @@ def _weighted_logsumexp(arr: np.ndarray, weights: np.ndarray, axes: tuple[int, .
 def softmax_backward(
     p: ArrayLike,
     grad: ArrayLike,
-    axis: Axis = -1,
+    axis: Union[int, tuple[int, ...], None] = -1,
     *,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
@@ -322,7 +337,7 @@ def softmax_backward(
 def log_softmax_backward(
     logp: ArrayLike,
     grad: ArrayLike,
-    axis: Axis = -1,
+    axis: Union[int, tuple[int, ...], None] = -1,
     *,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,

@@ -30,7 +30,6 @@ _INTP = np.iinfo(np.intp)
 
 Loss = Union[np.floating, np.ndarray]
 Reduced = Literal["mean", "sum"]
-Grads = tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]
 
 
 def softmax_jacobian(x: ArrayLike, axis: Optional[int] = -1) -> np.ndarray:
@@ -262,7 +261,7 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: Optional[Arra
 def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
                   ignore_index: int = ..., label_smoothing: float = ..., reduction: str = ...,
                   return_grad: bool = ..., num_threads: Optional[int] = ...
-                  ) -> Union[Loss, tuple[Loss, np.ndarray]]: ...
+                  ) -> Union[np.floating[Any], np.ndarray, tuple[Union[np.floating[Any], np.ndarray], np.ndarray]]: ...
 def cross_entropy(
     logits: ArrayLike,
     target: ArrayLike,
@@ -273,7 +272,7 @@ def cross_entropy(
     reduction: str = "mean",
     return_grad: bool = False,
     num_threads: Optional[int] = None,
-) -> Union[Loss, tuple[Loss, np.ndarray]]:
+) -> Union[np.floating[Any], np.ndarray, tuple[Union[np.floating[Any], np.ndarray], np.ndarray]]:
     r"""Cross-entropy of logits against targets, as ``torch.nn.functional.cross_entropy``.
 
     With :math:`\log p = \mathrm{log\_softmax}(z)`, class weights :math:`w`
@@ -349,14 +348,14 @@ def linear_cross_entropy(x: ArrayLike, W: ArrayLike, target: ArrayLike,
                          ignore_index: int = ..., label_smoothing: float = ...,
                          reduction: Reduced = ..., return_grad: Literal[True] = ...,
                          chunk_size: Optional[int] = ..., num_threads: Optional[int] = ...
-                         ) -> tuple[np.floating[Any], Grads]: ...
+                         ) -> tuple[np.floating[Any], tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]]: ...
 @overload
 def linear_cross_entropy(x: ArrayLike, W: ArrayLike, target: ArrayLike,
                          b: Optional[ArrayLike] = ..., *, weight: Optional[ArrayLike] = ...,
                          ignore_index: int = ..., label_smoothing: float = ...,
                          reduction: Literal["none"], return_grad: Literal[True] = ...,
                          chunk_size: Optional[int] = ..., num_threads: Optional[int] = ...
-                         ) -> tuple[np.ndarray, Grads]: ...
+                         ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]]: ...
 @overload
 def linear_cross_entropy(x: ArrayLike, W: ArrayLike, target: ArrayLike,
                          b: Optional[ArrayLike] = ..., *, weight: Optional[ArrayLike] = ...,
@@ -370,7 +369,7 @@ def linear_cross_entropy(x: ArrayLike, W: ArrayLike, target: ArrayLike,
                          ignore_index: int = ..., label_smoothing: float = ...,
                          reduction: str = ..., return_grad: bool = ...,
                          chunk_size: Optional[int] = ..., num_threads: Optional[int] = ...
-                         ) -> Union[Loss, tuple[Loss, Grads]]: ...
+                         ) -> Union[np.floating[Any], np.ndarray, tuple[Union[np.floating[Any], np.ndarray], tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]]]: ...
 def linear_cross_entropy(
     x: ArrayLike,
     W: ArrayLike,
@@ -384,7 +383,7 @@ def linear_cross_entropy(
     return_grad: bool = True,
     chunk_size: Optional[int] = None,
     num_threads: Optional[int] = None,
-) -> Union[Loss, tuple[Loss, Grads]]:
+) -> Union[np.floating[Any], np.ndarray, tuple[Union[np.floating[Any], np.ndarray], tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]]]:
     r"""Cross-entropy of the linear layer z = x W^T + b, without holding all N x K logits.
 
     Computes ``cross_entropy(x @ W.T + b, target, ...)`` and its gradients
