@@ -36,6 +36,13 @@
  * 1.22 ulp (SSE2) and 0.94 ulp (AVX2+FMA).
  */
 
+/* Counters as wide as SX_T, so that counting loops vectorise beside SX_T ones. */
+#if SX_F64
+#define SX_COUNT_T int64_t
+#else
+#define SX_COUNT_T int32_t
+#endif
+
 #if SX_F64
 #define SX_EXP_LOW (-746.0)
 #define SX_EXP_HIGH 710.0
@@ -218,13 +225,13 @@ static SX_TARGET double SX_NAME(row_exp_excess)(const void *xv, ptrdiff_t n, dou
                                                 double *ties)
 {
     const SX_T *x = (const SX_T *)xv, shift = (SX_T)shift_d;
-    int64_t tie_lanes[SX_LANES] = {0};
+    SX_COUNT_T tie_lanes[SX_LANES] = {0};
 #define SX_EXCESS_EXP(a, b, c) (SX_NAME(sx_exp)((a) - shift) - ((a) == shift ? (SX_T)1 : (SX_T)0))
 #define SX_COUNT_TIE(i, lane, v) (tie_lanes[lane] += x[i] == shift)
     SX_LANE_LOOP(n, x, x, x, SX_EXCESS_EXP, SX_COUNT_TIE, 1);
 #undef SX_EXCESS_EXP
 #undef SX_COUNT_TIE
-    int64_t count = 0;
+    int64_t count = 0; /* lanes of SX_T's width vectorise; each holds < 2^31 */
     for (ptrdiff_t j = 0; j < SX_LANES; ++j) { count += tie_lanes[j]; }
     *ties = (double)count;
     return total;
@@ -409,7 +416,7 @@ static SX_TARGET void SX_NAME(col_exp_excess)(const void *xv, ptrdiff_t ldx, ptr
                                               double *ties)
 {
     const SX_T *x = (const SX_T *)xv, *shift = (const SX_T *)shiftv;
-    int64_t tie_count[SX_STRIP] = {0};
+    SX_COUNT_T tie_count[SX_STRIP] = {0};
 #define SX_EXCESS_TERM(k, j) \
     (SX_NAME(sx_exp)(x[(k) * ldx + (j)] - shift[j]) - (x[(k) * ldx + (j)] == shift[j] ? (SX_T)1 : (SX_T)0))
 #define SX_COUNT_TIE(k, j, v) (tie_count[j] += x[(k) * ldx + (j)] == shift[j])
@@ -523,6 +530,7 @@ static SX_TARGET void SX_NAME(col_log_softmax_bwd)(const void *logpv, ptrdiff_t 
 #undef SX_PREFETCH_ROW
 #undef SX_AHEAD
 #undef SX_COL_NO_STORE
+#undef SX_COUNT_T
 #undef SX_COL_BLOCK
 
 static const sx_table SX_NAME(sx_table) = {
