@@ -241,17 +241,20 @@ def logsumexp(
         check_out(out, result_shape, arr.dtype)
     if weights is not None:
         lse, sign = _weighted_logsumexp(arr, weights, axes)
+        if not return_sign:  # the log of a negative sum
+            lse[sign < 0] = np.nan
     else:
         lse = _logsumexp_kernel(arr, axes, reduced_shape, num_threads)
-        sign = np.where(np.isnan(lse), np.nan, np.where(lse == -np.inf, 0.0, 1.0)).astype(arr.dtype)
-    if not return_sign:
-        lse = np.where(sign < 0, np.nan, lse).astype(arr.dtype)
-    lse, sign = lse.reshape(result_shape), sign.reshape(result_shape)
+        # a sum of exponentials is positive, zero (log -inf) or NaN
+        sign = np.where(np.isnan(lse), np.nan, np.where(lse == -np.inf, 0.0, 1.0)).astype(
+            arr.dtype) if return_sign else None
+    lse = lse.reshape(result_shape)
     if out is not None:
         np.copyto(out, lse)
-        lse = out
-    result = lse if out is not None else lse[()]
-    return (result, sign[()]) if return_sign else result
+    result = out if out is not None else lse[()]
+    if sign is None or not return_sign:
+        return result
+    return result, sign.reshape(result_shape)[()]
 
 
 def _logsumexp_kernel(arr: np.ndarray, axes: tuple[int, ...], reduced_shape: tuple[int, ...],
@@ -275,14 +278,14 @@ def _logsumexp_kernel(arr: np.ndarray, axes: tuple[int, ...], reduced_shape: tup
 def _weighted_logsumexp(arr: np.ndarray, weights: np.ndarray, axes: tuple[int, ...]
                         ) -> tuple[np.ndarray, np.ndarray]:
     """(log|sum b e^a|, sign of the sum) over `axes`, scipy's semantics."""
-    compute = np.float64 if arr.dtype == np.float64 else np.float32
-    a64, b64 = arr.astype(compute), weights.astype(compute)
-    taking_part = b64 != 0
-    masked = np.where(taking_part, a64, -np.inf)
+    compute = np.float64 if arr.dtype == np.float64 else np.float32  # 16-bit: in float32
+    a_c, b_c = arr.astype(compute), weights.astype(compute)
+    taking_part = b_c != 0
+    masked = np.where(taking_part, a_c, -np.inf)
     with np.errstate(invalid="ignore", over="ignore"):
         shift = np.max(masked, axis=axes, keepdims=True, initial=-np.inf)
         shift = np.where(np.isfinite(shift), shift, 0.0)
-        terms = np.where(taking_part, b64 * np.exp(masked - shift), 0.0)
+        terms = np.where(taking_part, b_c * np.exp(masked - shift), 0.0)
         total = np.sum(terms, axis=axes, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         lse = np.log(np.abs(total)) + shift

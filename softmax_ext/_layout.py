@@ -7,17 +7,17 @@ copying whenever its strides allow (C order, F order, sliced rows, any axis,
 zero-stride broadcasts and overlapping read-only views); only arrays with no
 contiguous axis at all are copied once.  Several reduced axes (a tuple
 `axis`) are one distribution: they become the kernels' K dimension when
-their strides merge, else the array is copied with them last.  Buffers the kernels write are made
-by `Plan.empty` in the plan's own axis order, so their view always exists,
-and an ``out=`` that overlaps itself or partly overlaps an input is never
-written by a kernel directly.
+their strides merge, else the array is copied with them last.  Buffers the
+kernels write are made by `Plan.empty` in the plan's own axis order, so their
+view always exists, and an ``out=`` that overlaps itself or partly overlaps
+an input is never written by a kernel directly.
 """
 
 from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Optional
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -174,9 +174,9 @@ def _merged(a: np.ndarray, axes: tuple[int, ...]) -> Optional[tuple[int, int]]:
     return length, stride
 
 
-def _slowest_first(a: np.ndarray, axes: object) -> tuple[int, ...]:
-    return tuple(sorted((ax for ax in axes if a.shape[ax] > 1),  # type: ignore[attr-defined]
-                        key=lambda ax: -abs(a.strides[ax])))
+def _slowest_first(a: np.ndarray, axes: Iterable[int]) -> tuple[int, ...]:
+    """The axes of length > 1 among `axes`, by decreasing |stride|."""
+    return tuple(sorted((ax for ax in axes if a.shape[ax] > 1), key=lambda ax: -abs(a.strides[ax])))
 
 
 def plan_for(a: np.ndarray, axes: tuple[int, ...]) -> Plan:

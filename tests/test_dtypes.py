@@ -7,6 +7,7 @@ import pytest
 
 import softmax_ext as sx
 from softmax_ext import _kernels
+from softmax_ext._core import HALF_MAX_STRIDED_K
 
 import reference as ref
 
@@ -164,7 +165,7 @@ HALF_CASES = [  # (shape, axis): short rows, long ones (whole, and streamed past
 
 def _as_float32_route(x, axis):
     """x in float32 with the memory layout the 16-bit kernels will see."""
-    if x.ndim == 3 and x.shape[axis] > 16384:  # strided axis this long is made contiguous
+    if x.ndim == 3 and x.shape[axis] > HALF_MAX_STRIDED_K:  # then copied contiguous
         return np.moveaxis(np.ascontiguousarray(np.moveaxis(x, axis, -1)), -1, axis).astype(
             np.float32)
     return x.astype(np.float32)
