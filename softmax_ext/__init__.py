@@ -31,9 +31,10 @@ from ._threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
-# SOFTMAX_EXT_ISA=portable|avx2|avx512 (any case) caps the kernel instruction
-# set (for testing and for reproducing results across machines); an unknown
-# name warns and keeps the best set rather than making the import fail.
+# SOFTMAX_EXT_ISA (any case) caps the kernel instruction set: portable, avx2 or
+# avx512 on x86-64, portable or neon on AArch64 (for testing and for
+# reproducing results across machines); an unknown name warns and keeps the
+# best set rather than making the import fail.
 if _os.environ.get("SOFTMAX_EXT_ISA"):
     try:
         _kernels.select_isa(_os.environ["SOFTMAX_EXT_ISA"].strip().lower())

@@ -42,9 +42,7 @@ cdef extern from "row_kernels.h":
     enum:
         SX_CHUNK
         SX_STRIP
-        SX_ISA_PORTABLE
-        SX_ISA_AVX2
-        SX_ISA_AVX512
+        SX_ISA_LEVELS
     ctypedef struct sx_table:
         double (*row_max)(const void *x, Py_ssize_t n) noexcept nogil
         double (*row_exp_sum)(const void *x, void *out, Py_ssize_t n, double shift) noexcept nogil
@@ -85,7 +83,9 @@ cdef extern from "row_kernels.h":
                                     Py_ssize_t w, const void *grad_sum) noexcept nogil
     const sx_table *sx_table_f32
     const sx_table *sx_table_f64
+    const char *const sx_isa_names[]
     int sx_cpu_isa_level()
+    int sx_runnable_isa_level()
     int sx_select_isa(int requested)
 
 cdef enum:
@@ -109,8 +109,9 @@ cpdef enum Op:
     SOFTMAX_BACKWARD = 3
     LOG_SOFTMAX_BACKWARD = 4
 
-ISA_NAMES = {SX_ISA_PORTABLE: "portable", SX_ISA_AVX2: "avx2", SX_ISA_AVX512: "avx512"}
-_isa_level = sx_select_isa(SX_ISA_AVX512)
+# This architecture's kernel instruction sets, lowest first (row_kernels.h).
+ISA_NAMES = tuple(sx_isa_names[level].decode() for level in range(SX_ISA_LEVELS))
+_isa_level = sx_select_isa(SX_ISA_LEVELS - 1)
 
 
 def openmp_enabled():
@@ -125,8 +126,14 @@ def omp_max_threads():
 
 
 def cpu_isa():
-    """Name of the widest kernel instruction set this CPU can run."""
+    """Name of the widest kernel instruction set of this architecture that the
+    CPU can run (this build may not have compiled it: see runnable_isas)."""
     return ISA_NAMES[sx_cpu_isa_level()]
+
+
+def runnable_isas():
+    """Names of the instruction sets this build has and this CPU runs, lowest first."""
+    return ISA_NAMES[: sx_runnable_isa_level() + 1]
 
 
 def selected_isa():
@@ -135,14 +142,14 @@ def selected_isa():
 
 
 def select_isa(str name):
-    """Use the kernels for `name` ('portable', 'avx2', 'avx512'), or the best
-    this CPU supports below it; returns the name of the set now in use.
+    """Use the kernels for `name` (one of ISA_NAMES: 'portable', 'avx2', 'avx512'
+    on x86-64; 'portable', 'neon' on AArch64), or the best this CPU and build
+    have below it; returns the name of the set now in use.
     Not thread-safe: call it while no kernel runs."""
     global _isa_level
-    levels = {v: k for k, v in ISA_NAMES.items()}
-    if name not in levels:
-        raise ValueError(f"unknown instruction set {name!r}; expected one of {sorted(levels)}")
-    _isa_level = sx_select_isa(levels[name])
+    if name not in ISA_NAMES:
+        raise ValueError(f"unknown instruction set {name!r}; expected one of {list(ISA_NAMES)}")
+    _isa_level = sx_select_isa(ISA_NAMES.index(name))
     return ISA_NAMES[_isa_level]
 
 

@@ -9,16 +9,19 @@
  *   SX_BF16      1 for bfloat16, 0 for IEEE float16
  *   SX_NAME(f)   name of f in this instantiation (load_f16_avx2, ...)
  *   SX_TARGET    function attribute choosing the instruction set
- *   SX_F16C      1 when the target has F16C (float16 conversions in hardware,
- *                8 values per instruction)
- * Otherwise the conversions are branch-free integer and float operations, so
- * the loops vectorise for every target.
+ *   SX_HALF_HW   float16 conversions in hardware: SX_HALF_HW_F16C (x86 F16C,
+ *                8 values per instruction), SX_HALF_HW_NEON (AArch64 FCVTL /
+ *                FCVTN, 4 values), or SX_HALF_HW_NONE
+ * Otherwise (and always for bfloat16) the conversions are branch-free integer
+ * and float operations, so the loops vectorise for every target.  Hardware and
+ * software conversions agree on every value but signalling NaNs, which the
+ * hardware quiets.
  * float32 -> 16-bit rounds to nearest, ties to even (as numpy and ml_dtypes
  * do); overflow gives +-inf, NaN stays NaN with its sign.  16-bit -> float32
  * is exact.
  */
 
-static inline __attribute__((always_inline)) SX_TARGET float SX_NAME(sx_widen)(uint16_t h)
+SX_ALWAYS_INLINE SX_TARGET float SX_NAME(sx_widen)(uint16_t h)
 {
     uint32_t bits;
 #if SX_BF16
@@ -41,7 +44,7 @@ static inline __attribute__((always_inline)) SX_TARGET float SX_NAME(sx_widen)(u
     return value;
 }
 
-static inline __attribute__((always_inline)) SX_TARGET uint16_t SX_NAME(sx_narrow)(float value)
+SX_ALWAYS_INLINE SX_TARGET uint16_t SX_NAME(sx_narrow)(float value)
 {
     uint32_t bits;
     memcpy(&bits, &value, sizeof bits);
@@ -79,10 +82,15 @@ static SX_TARGET void SX_NAME(load)(const void *srcv, ptrdiff_t lds, float *dst,
     const uint16_t *src = (const uint16_t *)srcv;
     for (ptrdiff_t r = 0; r < rows; ++r) {
         ptrdiff_t i = 0;
-#if SX_F16C && !SX_BF16
+#if SX_HALF_HW == SX_HALF_HW_F16C && !SX_BF16
         for (; i + 8 <= n; i += 8) {
             const __m128i h = _mm_loadu_si128((const __m128i *)(src + r * lds + i));
             _mm256_storeu_ps(dst + r * ldd + i, _mm256_cvtph_ps(h));
+        }
+#elif SX_HALF_HW == SX_HALF_HW_NEON && !SX_BF16
+        for (; i + 4 <= n; i += 4) {
+            const float16x4_t h = vreinterpret_f16_u16(vld1_u16(src + r * lds + i));
+            vst1q_f32(dst + r * ldd + i, vcvt_f32_f16(h));
         }
 #endif
 #pragma omp simd
@@ -97,11 +105,17 @@ static SX_TARGET void SX_NAME(store)(const float *src, ptrdiff_t lds, void *dstv
     uint16_t *dst = (uint16_t *)dstv;
     for (ptrdiff_t r = 0; r < rows; ++r) {
         ptrdiff_t i = 0;
-#if SX_F16C && !SX_BF16
+#if SX_HALF_HW == SX_HALF_HW_F16C && !SX_BF16
         for (; i + 8 <= n; i += 8) {
             const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + r * lds + i),
                                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             _mm_storeu_si128((__m128i *)(dst + r * ldd + i), h);
+        }
+#elif SX_HALF_HW == SX_HALF_HW_NEON && !SX_BF16
+        for (; i + 4 <= n; i += 4) {
+            /* FCVTN rounds as FPCR says: to nearest even unless a caller changed it */
+            const float16x4_t h = vcvt_f16_f32(vld1q_f32(src + r * lds + i));
+            vst1_u16(dst + r * ldd + i, vreinterpret_u16_f16(h));
         }
 #endif
 #pragma omp simd

@@ -2,11 +2,23 @@
  *
  * row_kernels_impl.h is compiled once per instruction set and dtype; each
  * instantiation fills one sx_table (and half_convert_impl.h one sx_half_table
- * per 16-bit format).  At import the extension asks the CPU what
- * it supports (gcc/clang __builtin_cpu_supports, which also checks that the OS
- * saves the wide registers) and points sx_table_f32, _f64, _f16 and _bf16 at
- * the best tables.  No -march flag is ever given: the wheel runs on any x86-64 CPU, and
- * on other architectures (or with MSVC) only the portable instantiation exists.
+ * per 16-bit format).  At import the extension asks the CPU what it supports
+ * and points sx_table_f32, _f64, _f16 and _bf16 at the best tables.  No -march
+ * flag is ever given: a wheel runs on any CPU of its architecture.
+ *
+ * Instruction sets, lowest first (a level is an index into sx_isa_names):
+ *   x86-64   portable (SSE2), avx2 (AVX2+FMA+F16C), avx512 (F, VL, DQ, BW).
+ *            The CPU is asked with CPUID and XGETBV (the OS must save the wide
+ *            registers), through <cpuid.h> on gcc/clang and <intrin.h> on MSVC.
+ *            The avx2/avx512 instantiations need per-function target
+ *            attributes, so MSVC builds compile the portable one only.
+ *   AArch64  portable, neon (ASIMD, float32x4 / float64x2, FCVT float16
+ *            conversions), chosen when the OS reports ASIMD (Linux HWCAP;
+ *            always on Apple and Windows, where ASIMD is mandatory).
+ *   other    portable.
+ * Every instantiation runs the same exp polynomial and sums in the same fixed
+ * order (row_kernels_impl.h), so results agree across instruction sets within
+ * the documented exp error.
  */
 #ifndef SOFTMAX_EXT_ROW_KERNELS_H
 #define SOFTMAX_EXT_ROW_KERNELS_H
@@ -64,32 +76,55 @@ typedef struct sx_half_table {
                   ptrdiff_t n);
 } sx_half_table;
 
+/* ---- compiler portability (gcc, clang, MSVC) ----------------------------- */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define SX_ALWAYS_INLINE static __forceinline
+#define SX_PRAGMA(x) __pragma(x)
+#define SX_UNROLL(n)
+#else
+#define SX_ALWAYS_INLINE static inline __attribute__((always_inline))
+#define SX_PRAGMA(x) _Pragma(#x)
+#define SX_UNROLL(n) SX_PRAGMA(GCC unroll n) /* clang reads it too */
+#endif
+
 #define SX_CAT3_(a, b, c) a##_##b##_##c
 #define SX_CAT3(a, b, c) SX_CAT3_(a, b, c)
 #define SX_NAME(f) SX_CAT3(f, SX_DTYPE, SX_ISA)
 
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-#define SX_X86_DISPATCH 1
-#include <immintrin.h> /* F16C conversions in the AVX2 / AVX-512 instantiations */
-#else
-#define SX_X86_DISPATCH 0
+/* float16 conversions in hardware, per instantiation (half_convert_impl.h) */
+#define SX_HALF_HW_NONE 0
+#define SX_HALF_HW_F16C 1
+#define SX_HALF_HW_NEON 2
+
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
+#define SX_ARCH_X86 1
+#elif defined(__aarch64__) || defined(_M_ARM64)
+#define SX_ARCH_ARM64 1
 #endif
 
 /* Every instruction set gets every dtype: see sx_instantiate.h. */
 #define SX_ISA portable
 #define SX_TARGET
-#define SX_F16C 0
+#define SX_HALF_HW SX_HALF_HW_NONE
 #include "sx_instantiate.h"
-#undef SX_F16C
+#undef SX_HALF_HW
 #undef SX_TARGET
 #undef SX_ISA
 
-#if SX_X86_DISPATCH
+#if defined(SX_ARCH_X86)
+enum { SX_ISA_PORTABLE = 0, SX_ISA_AVX2 = 1, SX_ISA_AVX512 = 2 };
+static const char *const sx_isa_names[] = {"portable", "avx2", "avx512"};
+#if defined(__GNUC__) || defined(__clang__)
+#include <cpuid.h>
+#include <immintrin.h> /* F16C conversions in the AVX2 / AVX-512 instantiations */
+#define SX_ISA_COMPILED SX_ISA_AVX512
+#define SX_X86_TARGETS 1 /* the avx2 and avx512 instantiations exist */
+
 #define SX_ISA avx2
 #define SX_TARGET __attribute__((target("avx2,fma,f16c")))
-#define SX_F16C 1 /* float16 <-> float32 in hardware (every AVX2 CPU has F16C) */
+#define SX_HALF_HW SX_HALF_HW_F16C /* every AVX2 CPU has F16C */
 #include "sx_instantiate.h"
-#undef SX_F16C
+#undef SX_HALF_HW
 #undef SX_TARGET
 #undef SX_ISA
 
@@ -100,41 +135,108 @@ typedef struct sx_half_table {
 #define SX_TARGET                                                                          \
     __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c,prefer-vector-width=512")))
 #endif
-#define SX_F16C 1
+#define SX_HALF_HW SX_HALF_HW_F16C
 #include "sx_instantiate.h"
-#undef SX_F16C
+#undef SX_HALF_HW
 #undef SX_TARGET
 #undef SX_ISA
-#endif /* SX_X86_DISPATCH */
 
-/* Instruction-set levels, lowest first. */
-enum { SX_ISA_PORTABLE = 0, SX_ISA_AVX2 = 1, SX_ISA_AVX512 = 2 };
+static void sx_cpuid(unsigned leaf, unsigned subleaf, unsigned regs[4])
+{
+    __cpuid_count(leaf, subleaf, regs[0], regs[1], regs[2], regs[3]);
+}
+static unsigned long long sx_xgetbv0(void)
+{
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((unsigned long long)hi << 32) | lo;
+}
+#else /* MSVC */
+#include <intrin.h>
+#define SX_ISA_COMPILED SX_ISA_PORTABLE
+
+static void sx_cpuid(unsigned leaf, unsigned subleaf, unsigned regs[4])
+{
+    int r[4];
+    __cpuidex(r, (int)leaf, (int)subleaf);
+    for (int i = 0; i < 4; ++i) { regs[i] = (unsigned)r[i]; }
+}
+static unsigned long long sx_xgetbv0(void) { return _xgetbv(0); }
+#endif
+
+/* Highest level this CPU and OS can run (whatever this build compiled). */
+static int sx_cpu_isa_level(void)
+{
+    unsigned leaf0[4], leaf1[4], leaf7[4];
+    sx_cpuid(0, 0, leaf0);
+    if (leaf0[0] < 7) { return SX_ISA_PORTABLE; }
+    sx_cpuid(1, 0, leaf1);
+    const unsigned ecx1 = leaf1[2];
+    const int fma = (ecx1 >> 12) & 1, osxsave = (ecx1 >> 27) & 1, avx = (ecx1 >> 28) & 1,
+              f16c = (ecx1 >> 29) & 1;
+    if (!(osxsave && avx && fma && f16c)) { return SX_ISA_PORTABLE; }
+    const unsigned long long xcr0 = sx_xgetbv0();
+    if ((xcr0 & 0x6) != 0x6) { return SX_ISA_PORTABLE; } /* OS saves XMM and YMM state */
+    sx_cpuid(7, 0, leaf7);
+    const unsigned ebx7 = leaf7[1];
+    if (!((ebx7 >> 5) & 1)) { return SX_ISA_PORTABLE; } /* AVX2 */
+    const int avx512 = ((ebx7 >> 16) & 1) /* F */ && ((ebx7 >> 17) & 1) /* DQ */ &&
+                       ((ebx7 >> 30) & 1) /* BW */ && ((ebx7 >> 31) & 1) /* VL */;
+    /* and the OS saves opmask and ZMM state */
+    return avx512 && (xcr0 & 0xe0) == 0xe0 ? SX_ISA_AVX512 : SX_ISA_AVX2;
+}
+
+#elif defined(SX_ARCH_ARM64)
+enum { SX_ISA_PORTABLE = 0, SX_ISA_NEON = 1 };
+static const char *const sx_isa_names[] = {"portable", "neon"};
+#define SX_ISA_COMPILED SX_ISA_NEON
+#include <arm_neon.h>
+
+/* ASIMD is part of the AArch64 base architecture: the compilers' default
+   target already has it, so the instantiation needs no target attribute. */
+#define SX_ISA neon
+#define SX_TARGET
+#define SX_HALF_HW SX_HALF_HW_NEON
+#include "sx_instantiate.h"
+#undef SX_HALF_HW
+#undef SX_TARGET
+#undef SX_ISA
+
+#if defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1 << 1)
+#endif
+static int sx_cpu_isa_level(void)
+{
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMD) ? SX_ISA_NEON : SX_ISA_PORTABLE;
+}
+#else
+static int sx_cpu_isa_level(void) { return SX_ISA_NEON; }
+#endif
+
+#else /* any other architecture */
+enum { SX_ISA_PORTABLE = 0 };
+static const char *const sx_isa_names[] = {"portable"};
+#define SX_ISA_COMPILED SX_ISA_PORTABLE
+static int sx_cpu_isa_level(void) { return SX_ISA_PORTABLE; }
+#endif
+
+/* Number of instruction-set levels of this architecture (names above). */
+#define SX_ISA_LEVELS ((int)(sizeof sx_isa_names / sizeof sx_isa_names[0]))
 
 static const sx_table *sx_table_f32 = &sx_table_f32_portable;
 static const sx_table *sx_table_f64 = &sx_table_f64_portable;
 static const sx_half_table *sx_table_f16 = &sx_half_table_f16_portable;
 static const sx_half_table *sx_table_bf16 = &sx_half_table_bf16_portable;
 
-/* Highest level this CPU (and OS) can run. */
-static int sx_cpu_isa_level(void)
-{
-#if SX_X86_DISPATCH
-    __builtin_cpu_init();
-    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                     __builtin_cpu_supports("f16c");
-    if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw")) {
-        return SX_ISA_AVX512;
-    }
-    if (avx2) { return SX_ISA_AVX2; }
-#endif
-    return SX_ISA_PORTABLE;
-}
+/* Highest level that this build compiled and this CPU runs. */
+static int sx_runnable_isa_level(void) { return SX_MIN(SX_ISA_COMPILED, sx_cpu_isa_level()); }
 
 /* Use the best tables at or below `requested`; returns the level chosen. */
 static int sx_select_isa(int requested)
 {
-    int level = SX_MIN(requested, sx_cpu_isa_level());
+    int level = SX_MIN(requested, sx_runnable_isa_level());
 #define SX_USE_TABLES(isa)                                \
     do {                                                  \
         sx_table_f32 = &sx_table_f32_##isa;               \
@@ -143,12 +245,14 @@ static int sx_select_isa(int requested)
         sx_table_bf16 = &sx_half_table_bf16_##isa;        \
     } while (0)
     SX_USE_TABLES(portable);
-#if SX_X86_DISPATCH
+#if defined(SX_X86_TARGETS)
     if (level >= SX_ISA_AVX512) {
         SX_USE_TABLES(avx512);
     } else if (level == SX_ISA_AVX2) {
         SX_USE_TABLES(avx2);
     }
+#elif defined(SX_ARCH_ARM64)
+    if (level >= SX_ISA_NEON) { SX_USE_TABLES(neon); }
 #endif
 #undef SX_USE_TABLES
     return level < 0 ? SX_ISA_PORTABLE : level;

@@ -59,7 +59,7 @@
 #define SX_LN2_LO 1.4286068203094172e-06f
 #endif
 
-static inline __attribute__((always_inline)) SX_TARGET SX_T SX_NAME(sx_exp)(SX_T x)
+SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_exp)(SX_T x)
 {
     /* Comparisons are false for NaN, so NaN survives the clamp. */
     x = x < SX_EXP_LOW ? SX_EXP_LOW : x;
@@ -148,7 +148,7 @@ static inline __attribute__((always_inline)) SX_TARGET SX_T SX_NAME(sx_exp)(SX_T
             for (ptrdiff_t j = 0; j < SX_LANES; ++j) { acc[j] = 0; }                \
             ptrdiff_t i = block;                                                    \
             for (; i + SX_LANES <= block_end; i += SX_LANES) {                      \
-                _Pragma("omp simd")                                                 \
+                SX_PRAGMA(omp simd)                                                 \
                 for (ptrdiff_t j = 0; j < SX_LANES; ++j) {                          \
                     const SX_T sx_value = EXPR((A)[i + j], (B)[i + j], (C)[i + j]); \
                     STORE(i + j, j, sx_value);                                      \
@@ -165,7 +165,7 @@ static inline __attribute__((always_inline)) SX_TARGET SX_T SX_NAME(sx_exp)(SX_T
                 }                                                                   \
                 (void)pad_b; /* unused when EXPR reads fewer operands */            \
                 (void)pad_c;                                                        \
-                _Pragma("omp simd")                                                 \
+                SX_PRAGMA(omp simd)                                                 \
                 for (ptrdiff_t j = 0; j < SX_LANES; ++j) {                          \
                     const SX_T sx_value = EXPR(pad_a[j], pad_b[j], pad_c[j]);       \
                     tail[j] = j < rem ? sx_value : 0;                               \
@@ -174,9 +174,9 @@ static inline __attribute__((always_inline)) SX_TARGET SX_T SX_NAME(sx_exp)(SX_T
                 for (ptrdiff_t j = 0; j < rem; ++j) { STORE(i + j, j, tail[j]); }   \
             }                                                                       \
             if (SUM) {                                                              \
-                _Pragma("GCC unroll 8")                                             \
+                SX_UNROLL(8)                                                        \
                 for (ptrdiff_t width = SX_LANES / 2; width > 0; width /= 2) {       \
-                    _Pragma("GCC unroll 16")                                        \
+                    SX_UNROLL(16)                                                   \
                     for (ptrdiff_t j = 0; j < width; ++j) { acc[j] += acc[j + width]; } \
                 }                                                                   \
                 chunk_sum += acc[0];                                                \
@@ -189,13 +189,25 @@ static inline __attribute__((always_inline)) SX_TARGET SX_T SX_NAME(sx_exp)(SX_T
 
 /* ---- rows: the reduced axis is contiguous ---------------------------------- */
 
-/* Largest element, NaN ignored (a NaN reaches the result through the sum). */
+/* Largest element, NaN ignored (a NaN reaches the result through the sum).
+ * One running maximum per lane, updated element-wise: gcc and clang both
+ * vectorise that select (clang leaves a scalar max reduction unvectorised
+ * unless fast-math promises no NaN). */
 static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n)
 {
     const SX_T *x = (const SX_T *)xv;
+    SX_T lane_max[SX_LANES];
+    for (ptrdiff_t j = 0; j < SX_LANES; ++j) { lane_max[j] = -(SX_T)INFINITY; }
+    ptrdiff_t i = 0;
+    for (; i + SX_LANES <= n; i += SX_LANES) {
+        SX_PRAGMA(omp simd)
+        for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
+            lane_max[j] = x[i + j] > lane_max[j] ? x[i + j] : lane_max[j];
+        }
+    }
     SX_T m = -(SX_T)INFINITY;
-#pragma omp simd reduction(max : m)
-    for (ptrdiff_t i = 0; i < n; ++i) { m = x[i] > m ? x[i] : m; }
+    for (; i < n; ++i) { m = x[i] > m ? x[i] : m; }
+    for (ptrdiff_t j = 0; j < SX_LANES; ++j) { m = lane_max[j] > m ? lane_max[j] : m; }
     return m;
 }
 
@@ -355,7 +367,7 @@ static SX_TARGET void SX_NAME(row_xent_grad)(const void *ev, const void *uv, con
         for (ptrdiff_t j = 0; j < (w); ++j) { partial[j] = 0; }                     \
         for (ptrdiff_t k = k0; k < k1; ++k) {                                       \
             if (k + SX_AHEAD < (K)) { PREFETCH(k + SX_AHEAD); }                     \
-            _Pragma("omp simd")                                                     \
+            SX_PRAGMA(omp simd)                                                     \
             for (ptrdiff_t j = 0; j < (w); ++j) {                                   \
                 const SX_T v = TERM(k, j);                                          \
                 STORE(k, j, v);                                                     \

@@ -8,9 +8,9 @@ import pytest
 import softmax_ext as sx
 from softmax_ext import _kernels
 
-# Every kernel instruction set this CPU can run (the portable one always).
-_ORDER = ["portable", "avx2", "avx512"]
-ISAS = _ORDER[: _ORDER.index(_kernels.cpu_isa()) + 1]
+# Every kernel instruction set this build has and this CPU can run (the
+# portable one always), lowest first.
+ISAS = list(_kernels.runnable_isas())
 
 
 @pytest.fixture(params=ISAS)

@@ -38,8 +38,7 @@ from softmax_ext import _kernels, _linear, _threads  # noqa: E402
 
 SENTINEL = 0xFF
 PAD = 64  # guard bytes on each side of every operand
-ISA_ORDER = ["portable", "avx2", "avx512"]
-ISAS = ISA_ORDER[: ISA_ORDER.index(_kernels.cpu_isa()) + 1]
+ISAS = list(_kernels.runnable_isas())
 # Reduced-axis lengths that reach every route: empty, tiles of short rows, the
 # SHORT_ROW boundary, whole rows, and rows split over threads (>= 2 * 16384).
 CLASS_COUNTS = [0, 1, 2, 3, 5, 8, 13, 31, 32, 33, 100, 512, 16385, 40000]

@@ -1,0 +1,319 @@
+/* harness.c -- checks of the C row primitives without Python.
+ *
+ * For targets this machine cannot run Python on: tests/native/run.sh builds
+ * it for AArch64 (cross gcc, and cross clang where present) and runs it under
+ * qemu-aarch64; it also builds it for the host.  For every instruction set the
+ * build has and the CPU runs (portable, neon / avx2 / avx512), it checks:
+ *   exp       float32: every float in [-104, 88.7] (the kernels' clamp range
+ *             below, overflow above) against exp in double, <= 2 ulp of the
+ *             float32 result (subnormal results: ulp 2^-149); float64: random
+ *             values in [-745, 709.7] against expl, <= 2 ulp;
+ *   rows      row max / exp sum / softmax / log_softmax of rows of many
+ *             lengths against a long double reference (rtol as the Python
+ *             suite's), -inf and NaN rows;
+ *   threads   a long row split in SX_CHUNK pieces over 1-4 OpenMP threads and
+ *             summed in piece order gives the whole-row sum bit for bit (the
+ *             kernels' thread-count invariance);
+ *   isa       every instruction set agrees with the portable one within the
+ *             exp error, and float16 conversions agree bit for bit on every
+ *             float16 and on float32 values around every float16 (NaNs: both NaN).
+ * The last line is "N passed, M failed"; the exit status is 1 on any failure.
+ * Usage: harness [--best-exp-stride S] [--exp-stride S]
+ *   the float32 exp sweep checks every S-th float: S = 1 (every float) for the
+ *   instruction set the dispatch picks, 64 for the lower ones by default.
+ */
+#include "row_kernels.h"
+
+#include <float.h>
+#include <stdio.h>
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static int passed, failed;
+
+static void report(int ok, const char *isa, const char *what, double measured, double bound)
+{
+    printf("%-8s %-7s %-58s %10.3g (bound %.3g)\n", ok ? "ok" : "FAILED", isa, what, measured,
+           bound);
+    ok ? ++passed : ++failed;
+}
+
+static float float_of(uint32_t bits)
+{
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static uint32_t bits_of(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* ulp of a float32 result as a double: 2^(e - 150) for biased exponent e >= 1 */
+static double float_ulp(double value)
+{
+    const uint32_t e = (bits_of((float)fabs(value)) >> 23) & 0xffu;
+    return ldexp(1.0, (e < 1 ? 1 : (int)e) - 150);
+}
+
+/* Random numbers that are the same on every platform (xorshift64*). */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static double uniform(void)
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (double)((rng_state * 0x2545f4914f6cdd1dull) >> 11) * 0x1.0p-53;
+}
+static double normal(void)
+{
+    double u = uniform(), v = uniform();
+    return sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v);
+}
+
+/* ---- exp ------------------------------------------------------------------ */
+
+#define EXP_BATCH 4096
+
+/* Largest ulp error of exp over the float32 bit patterns [first, last]
+   (one sign), every `stride`-th one. */
+static double exp_f32_range(uint32_t first, uint32_t last, uint32_t stride)
+{
+    const int64_t count = ((int64_t)last - first) / stride + 1;
+    const int64_t batches = (count + EXP_BATCH - 1) / EXP_BATCH;
+    double worst = 0.0;
+#pragma omp parallel for schedule(dynamic, 64) reduction(max : worst)
+    for (int64_t b = 0; b < batches; ++b) {
+        float x[EXP_BATCH], y[EXP_BATCH];
+        const int64_t begin = b * EXP_BATCH;
+        const int64_t n = SX_MIN(EXP_BATCH, count - begin);
+        for (int64_t i = 0; i < n; ++i) { x[i] = float_of(first + (uint32_t)((begin + i) * stride)); }
+        sx_table_f32->row_exp_sum(x, y, n, 0.0);
+        for (int64_t i = 0; i < n; ++i) {
+            const double want = exp((double)x[i]);
+            const double error = fabs((double)y[i] - want) / float_ulp(want);
+            worst = error > worst ? error : worst;
+        }
+    }
+    return worst;
+}
+
+static void check_exp(const char *isa, uint32_t stride)
+{
+    /* [0, 88.7] and [-104, -0], every float32 of each (or every stride-th) */
+    const double worst = fmax(exp_f32_range(0u, bits_of(88.7f), stride),
+                              exp_f32_range(0x80000000u, bits_of(-104.0f), stride));
+    char what[80];
+    if (stride == 1) {
+        snprintf(what, sizeof what, "exp float32, every float in [-104, 88.7] (ulp)");
+    } else {
+        snprintf(what, sizeof what, "exp float32, every %u-th float in [-104, 88.7] (ulp)",
+                 (unsigned)stride);
+    }
+    report(worst <= 2.0, isa, what, worst, 2.0);
+
+    enum { N64 = 1 << 18 };
+    double *x = malloc(N64 * sizeof *x), *y = malloc(N64 * sizeof *y);
+    for (int i = 0; i < N64; ++i) { x[i] = -745.0 + uniform() * (709.7 + 745.0); }
+    x[0] = 0.0; x[1] = 1.0; x[2] = -708.3; x[3] = 709.7; x[4] = 1e-300; x[5] = -1e-300;
+    sx_table_f64->row_exp_sum(x, y, N64, 0.0);
+    double worst64 = 0.0;
+    for (int i = 0; i < N64; ++i) {
+        const long double want = expl((long double)x[i]);
+        int e;
+        frexp((double)want, &e);
+        /* ulp of a double result: 2^(e - 53), at least the subnormal step 2^-1074 */
+        const double ulp = ldexp(1.0, (e - 53) < -1074 ? -1074 : e - 53);
+        const double error = (double)(fabsl((long double)y[i] - want) / ulp);
+        worst64 = error > worst64 ? error : worst64;
+    }
+    report(worst64 <= 2.0, isa, "exp float64, 2^18 values in [-745, 709.7] (ulp)", worst64, 2.0);
+    const float specials[4] = {-INFINITY, NAN, 100.0f, -200.0f};
+    float out[4];
+    sx_table_f32->row_exp_sum(specials, out, 4, 0.0);
+    const int ok = out[0] == 0.0f && isnan(out[1]) && isinf(out[2]) && out[3] == 0.0f;
+    report(ok, isa, "exp float32 of -inf, NaN, 100, -200 is 0, NaN, inf, 0", !ok, 0);
+    free(x);
+    free(y);
+}
+
+/* ---- rows against long double ----------------------------------------------- */
+
+#define ROW_CHECK(T, table, rtol, atol)                                                    \
+    static double rows_##T(const char *isa, ptrdiff_t n, double scale)                     \
+    {                                                                                      \
+        T *x = malloc(n * sizeof *x), *p = malloc(n * sizeof *p), *lp = malloc(n * sizeof *lp); \
+        for (ptrdiff_t i = 0; i < n; ++i) { x[i] = (T)(normal() * scale); }                \
+        const double m = table->row_max(x, n);                                             \
+        long double want_m = -INFINITY, want_sum = 0.0L;                                   \
+        for (ptrdiff_t i = 0; i < n; ++i) { want_m = x[i] > want_m ? x[i] : want_m; }      \
+        for (ptrdiff_t i = 0; i < n; ++i) { want_sum += expl((long double)x[i] - want_m); } \
+        const double sum = table->row_exp_sum(x, p, n, m);                                 \
+        table->row_scale(p, n, 1.0 / sum);                                                 \
+        table->row_log_normalize(x, lp, n, m, log(sum));                                   \
+        double worst = 0.0; /* error / (rtol |want| + atol), <= 1 passes */                \
+        for (ptrdiff_t i = 0; i < n; ++i) {                                                \
+            const long double want_p = expl((long double)x[i] - want_m) / want_sum;        \
+            const long double want_lp = ((long double)x[i] - want_m) - logl(want_sum);     \
+            const double e1 = (double)(fabsl(p[i] - want_p) / (rtol * want_p + atol));     \
+            const double e2 = (double)(fabsl(lp[i] - want_lp) / (rtol * fabsl(want_lp) + atol)); \
+            worst = fmax(worst, fmax(e1, e2));                                             \
+        }                                                                                  \
+        worst = fmax(worst, (double)(fabsl(sum - want_sum) / (rtol * want_sum)));          \
+        if (m != (double)want_m) { worst = INFINITY; }                                     \
+        (void)isa;                                                                         \
+        free(x);                                                                           \
+        free(p);                                                                           \
+        free(lp);                                                                          \
+        return worst;                                                                      \
+    }
+ROW_CHECK(float, sx_table_f32, 4e-6, 2e-7)
+ROW_CHECK(double, sx_table_f64, 1e-13, 1e-15)
+
+static void check_rows(const char *isa)
+{
+    static const ptrdiff_t lengths[] = {1, 2, 3, 7, 15, 16, 17, 31, 33, 100, 513, 1000, 4099,
+                                        SX_CHUNK + 5, 70001};
+    double worst32 = 0.0, worst64 = 0.0;
+    for (size_t k = 0; k < sizeof lengths / sizeof lengths[0]; ++k) {
+        for (double scale = 0.5; scale <= 50.0; scale *= 10.0) {
+            worst32 = fmax(worst32, rows_float(isa, lengths[k], scale));
+            worst64 = fmax(worst64, rows_double(isa, lengths[k], scale));
+        }
+    }
+    report(worst32 <= 1.0, isa, "float32 rows: max, sum, softmax, log_softmax vs long double",
+           worst32, 1.0);
+    report(worst64 <= 1.0, isa, "float64 rows: max, sum, softmax, log_softmax vs long double",
+           worst64, 1.0);
+
+    const float with_inf[5] = {-INFINITY, 1.0f, -INFINITY, 2.0f, 0.5f};
+    const float with_nan[5] = {1.0f, NAN, 2.0f, 0.0f, -1.0f};
+    float out[5], out_nan[5];
+    const double m = sx_table_f32->row_max(with_inf, 5);
+    const double s = sx_table_f32->row_exp_sum(with_inf, out, 5, m);
+    const double s_nan =
+        sx_table_f32->row_exp_sum(with_nan, out_nan, 5, sx_table_f32->row_max(with_nan, 5));
+    const int ok = m == 2.0 && out[0] == 0.0f && fabs(s - (1.0 + exp(-1.0) + exp(-1.5))) < 1e-6 &&
+                   isnan(s_nan);
+    report(ok, isa, "-inf elements give 0, a NaN element gives a NaN sum", !ok, 0);
+}
+
+/* ---- thread-count invariance -------------------------------------------------- */
+
+static void check_threads(const char *isa)
+{
+    const ptrdiff_t n = 5 * SX_CHUNK + 123, pieces = (n + SX_CHUNK - 1) / SX_CHUNK;
+    float *x = malloc(n * sizeof *x), *whole = malloc(n * sizeof *whole),
+          *split = malloc(n * sizeof *split);
+    double piece_sum[8], piece_dot[8];
+    for (ptrdiff_t i = 0; i < n; ++i) { x[i] = (float)(normal() * 3.0); }
+    const double m = sx_table_f32->row_max(x, n);
+    const double want = sx_table_f32->row_exp_sum(x, whole, n, m);
+    const double want_dot = sx_table_f32->row_dot(x, whole, whole, n, 0.0);
+    int mismatches = 0;
+    for (int threads = 1; threads <= 4; ++threads) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (ptrdiff_t piece = 0; piece < pieces; ++piece) {
+            const ptrdiff_t begin = piece * SX_CHUNK, len = SX_MIN(SX_CHUNK, n - begin);
+            piece_sum[piece] = sx_table_f32->row_exp_sum(x + begin, split + begin, len, m);
+            piece_dot[piece] = sx_table_f32->row_dot(x + begin, whole + begin, whole + begin, len, 0.0);
+        }
+        double sum = 0.0, dot = 0.0;
+        for (ptrdiff_t piece = 0; piece < pieces; ++piece) {
+            sum += piece_sum[piece];
+            dot += piece_dot[piece];
+        }
+        mismatches += sum != want || dot != want_dot || memcmp(split, whole, n * sizeof *x) != 0;
+    }
+#ifdef _OPENMP
+    const char *what = "long row over 1-4 OpenMP threads: sum, dot, exps bitwise";
+#else
+    const char *what = "long row in pieces (no OpenMP here): sum, dot, exps bitwise";
+#endif
+    report(mismatches == 0, isa, what, mismatches, 0);
+    free(x);
+    free(whole);
+    free(split);
+}
+
+/* ---- agreement with the portable instruction set ------------------------------- */
+
+static void check_against_portable(int level)
+{
+    const char *isa = sx_isa_names[level];
+    enum { N = 50000 };
+    float *x = malloc(N * sizeof *x), *mine = malloc(N * sizeof *mine), *ref = malloc(N * sizeof *ref);
+    for (int i = 0; i < N; ++i) { x[i] = (float)(normal() * 10.0); }
+    sx_select_isa(SX_ISA_PORTABLE);
+    const double ref_sum = sx_table_f32->row_exp_sum(x, ref, N, 0.0);
+    const sx_half_table portable_f16 = *sx_table_f16;
+    sx_select_isa(level);
+    const double sum = sx_table_f32->row_exp_sum(x, mine, N, 0.0);
+    double worst = fabs(sum - ref_sum) / (4e-6 * ref_sum);
+    for (int i = 0; i < N; ++i) { worst = fmax(worst, fabs((double)mine[i] - ref[i]) / (2.0 * float_ulp(ref[i]))); }
+    report(worst <= 2.0, isa, "exp and sum agree with portable (units of 2 ulp)", worst, 2.0);
+
+    /* every float16 widened; every float16 +- a little narrowed */
+    uint16_t *h = malloc(65536 * sizeof *h), *h_mine = malloc(65536 * 3 * sizeof *h),
+             *h_ref = malloc(65536 * 3 * sizeof *h);
+    float *wide_mine = malloc(65536 * sizeof(float)), *wide_ref = malloc(65536 * sizeof(float)),
+          *near = malloc(65536 * 3 * sizeof(float));
+    for (int i = 0; i < 65536; ++i) { h[i] = (uint16_t)i; }
+    sx_table_f16->load(h, 0, wide_mine, 0, 1, 65536);
+    portable_f16.load(h, 0, wide_ref, 0, 1, 65536);
+    int differ = 0;
+    for (int i = 0; i < 65536; ++i) {
+        const int both_nan = isnan(wide_mine[i]) && isnan(wide_ref[i]);
+        differ += !both_nan && bits_of(wide_mine[i]) != bits_of(wide_ref[i]);
+        /* the value, and values just above and below it (ties, rounding) */
+        near[3 * i] = wide_ref[i];
+        near[3 * i + 1] = float_of(bits_of(wide_ref[i]) + 0x1000u);
+        near[3 * i + 2] = float_of(bits_of(wide_ref[i]) - 0x1000u);
+    }
+    sx_table_f16->store(near, 0, h_mine, 0, 1, 65536 * 3);
+    portable_f16.store(near, 0, h_ref, 0, 1, 65536 * 3);
+    for (int i = 0; i < 65536 * 3; ++i) {
+        const int nan_mine = (h_mine[i] & 0x7fffu) > 0x7c00u, nan_ref = (h_ref[i] & 0x7fffu) > 0x7c00u;
+        differ += !(nan_mine && nan_ref) && h_mine[i] != h_ref[i];
+    }
+    report(differ == 0, isa, "float16 load/store agree with portable bit for bit", differ, 0);
+    free(x); free(mine); free(ref); free(h); free(h_mine); free(h_ref);
+    free(wide_mine); free(wide_ref); free(near);
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows in CI logs as it comes */
+    int best_stride = 1, lower_stride = 64;
+    for (int a = 1; a + 1 < argc; a += 2) {
+        if (strcmp(argv[a], "--best-exp-stride") == 0) { best_stride = atoi(argv[a + 1]); }
+        else if (strcmp(argv[a], "--exp-stride") == 0) { lower_stride = atoi(argv[a + 1]); }
+        else { fprintf(stderr, "unknown option %s\n", argv[a]); return 2; }
+    }
+    if (argc % 2 == 0 || best_stride < 1 || lower_stride < 1) {
+        fprintf(stderr, "usage: %s [--best-exp-stride S] [--exp-stride S]\n", argv[0]);
+        return 2;
+    }
+    const int best = sx_select_isa(SX_ISA_LEVELS - 1);
+#ifdef _OPENMP
+    const int threads = omp_get_max_threads();
+#else
+    const int threads = 1;
+#endif
+    printf("instruction sets: this build and CPU run up to %s (the CPU: %s); %d threads\n",
+           sx_isa_names[best], sx_isa_names[sx_cpu_isa_level()], threads);
+    for (int level = 0; level <= best; ++level) {
+        const char *isa = sx_isa_names[sx_select_isa(level)];
+        check_exp(isa, (uint32_t)(level == best ? best_stride : lower_stride));
+        check_rows(isa);
+        check_threads(isa);
+        if (level > 0) { check_against_portable(level); }
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
