@@ -5,6 +5,10 @@ candidate for the compiler in use (gcc, clang with libomp, MSVC).  Without
 OpenMP the extension still builds and runs serially, with a loud warning;
 SOFTMAX_EXT_REQUIRE_OPENMP=1 turns that warning into an error (CI sets it).
 
+Release builds carry no debug information (-g0: the extension is about a
+quarter of the size) and no run-time search path into the build machine's
+Python; SOFTMAX_EXT_DEBUG=1 keeps the debug information.
+
 Never -ffast-math (it removes the inf/NaN handling the kernels promise) and
 never -march=native (wheels must run on any x86-64): wider instruction sets
 come from the runtime dispatch in src/row_kernels.h.
@@ -48,6 +52,10 @@ OPENMP_CANDIDATES = {
 # bookkeeping, which lets gcc vectorise the branch-free exp.
 UNIX_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
 MSVC_FLAGS = ["/O2", "/fp:precise"]
+
+
+def _environment_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
 
 
 def _compiler_family(compiler) -> str:
@@ -96,7 +104,7 @@ class BuildExtWithOpenMP(build_ext):
                 "softmax_ext: OpenMP was NOT found for the %s compiler; building the "
                 "kernels SERIAL (single-threaded)." % family
             )
-            if os.environ.get("SOFTMAX_EXT_REQUIRE_OPENMP", "") not in ("", "0"):
+            if _environment_flag("SOFTMAX_EXT_REQUIRE_OPENMP"):
                 raise RuntimeError(message + " SOFTMAX_EXT_REQUIRE_OPENMP is set: failing.")
             bar = "!" * 78
             print(f"\n{bar}\n{message}\n{bar}\n", file=sys.stderr)
@@ -106,6 +114,13 @@ class BuildExtWithOpenMP(build_ext):
             compile_args += openmp[0]
             link_args += openmp[1]
             print(f"softmax_ext: OpenMP flags {openmp[0]} {openmp[1]}")
+        if family != "msvc":
+            # Python's own CFLAGS often say -g; the last -g option given wins
+            compile_args.append("-g" if _environment_flag("SOFTMAX_EXT_DEBUG") else "-g0")
+            # An interpreter built with an rpath to its own lib folder passes
+            # it on in LDSHARED; an extension module needs none of it.
+            self.compiler.linker_so = [arg for arg in self.compiler.linker_so
+                                       if not arg.startswith(("-Wl,-rpath", "-Wl,-R"))]
         for ext in self.extensions:
             ext.extra_compile_args = compile_args + list(ext.extra_compile_args)
             ext.extra_link_args = link_args + list(ext.extra_link_args)

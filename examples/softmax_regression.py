@@ -5,6 +5,7 @@ shipped inside the package: nothing is downloaded). The model is z = x W^T + b
 with softmax cross-entropy, trained by plain mini-batch SGD: every step takes
 (loss, (dx, dW, db)) from one fused call, never holding the full logits.
 
+    pip install "softmax_ext[examples]"   # scikit-learn, for the data set
     python examples/softmax_regression.py [--epochs 30] [--lr 0.5]
 """
 
@@ -19,7 +20,13 @@ import softmax_ext as sx
 
 def load_digits_split(seed: int = 0, test_fraction: float = 0.2):
     """Standardised train/test arrays from scikit-learn's bundled digits."""
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:
+        raise ImportError(
+            "this example reads scikit-learn's bundled digits data set: install it with "
+            "`pip install \"softmax_ext[examples]\"` (or `pip install scikit-learn`)"
+        ) from error
 
     digits = load_digits()
     order = np.random.default_rng(seed).permutation(len(digits.target))

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _bench, _core
 from ._config import show_config
-from ._threads import get_num_threads
+from ._threads import OPENMP, SERIAL_BUILD_MESSAGE, get_num_threads
 
 # (shape, axis) pairs covering the kernel paths: short rows, long rows, rows
 # split between threads, a strided (non-last) axis, a whole-array softmax.
@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     ok = self_check()
     ok &= gradient_self_check()
     print("self-check:", "PASSED" if ok else "FAILED")
+    if not OPENMP:
+        print(f"WARNING: {SERIAL_BUILD_MESSAGE}")
     if not args.no_bench:
         short_benchmark(repeat_seconds=0.1)
         print("\nFull benchmark: python bench/bench_softmax.py (see README).")

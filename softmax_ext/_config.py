@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import _kernels
-from ._threads import forked_after_parallel, get_num_threads
+from ._threads import SERIAL_BUILD_MESSAGE, forked_after_parallel, get_num_threads
 
 
 def show_config(print_: bool = True) -> dict[str, Any]:
@@ -23,12 +23,13 @@ def show_config(print_: bool = True) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``version``, ``openmp`` (compiled with OpenMP), ``num_threads``
+        ``version``, ``openmp`` (compiled with OpenMP; when False the report
+        also prints a warning that every call runs on one thread), ``num_threads``
         (what a call with ``num_threads=None`` may use from this thread),
         ``single_threaded_after_fork`` (this is a forked child of a process
         that had run threaded kernels, so every call uses one thread),
         ``simd`` (kernel instruction set in use), ``cpu_simd`` (widest the
-        CPU supports), ``machine``, ``python``, ``numpy``.
+        CPU supports; MSVC builds compile only the portable set), ``machine``, ``python``, ``numpy``.
     """
     from . import __version__
 
@@ -47,4 +48,6 @@ def show_config(print_: bool = True) -> dict[str, Any]:
         width = max(map(len, info))
         for key, value in info.items():
             print(f"{key:>{width}} : {value}")
+        if not info["openmp"]:
+            print(f"WARNING: {SERIAL_BUILD_MESSAGE}")
     return info

@@ -11,14 +11,28 @@ parallel region hangs in its first one.  A child forked after this process
 ran kernels on more than one thread therefore runs every kernel on one
 thread (as PyTorch does); processes started with "spawn" or "forkserver"
 are fresh and unaffected.
+
+Serial builds: an extension compiled without OpenMP runs every call on one
+thread.  The build says so (loudly, but pip hides build output), and so do
+`show_config`, ``python -m softmax_ext`` and a one-time RuntimeWarning on the
+first call that would have used more than one thread.
 """
 
 from __future__ import annotations
 
 import operator
 import os
+import sys
+import warnings
 
 from . import _kernels
+
+# The extension was compiled with OpenMP (else every kernel runs serially).
+OPENMP = _kernels.openmp_enabled()
+SERIAL_BUILD_MESSAGE = (
+    "softmax_ext was built without OpenMP: every call runs on one thread. Rebuild it with a "
+    "compiler that has OpenMP (gcc; clang with libomp; MSVC) to use several cores."
+)
 
 # Below this many elements per thread, starting another thread costs more than
 # it saves (measured: a 64x128 float32 softmax is ~10 us on one thread).
@@ -32,6 +46,8 @@ _library_num_threads: int | None = None
 _ran_parallel = False
 # This process is a fork of one that had: threaded regions would hang.
 _forked_after_parallel = False
+# A serial build has said so once (RuntimeWarning).
+_warned_serial = False
 
 
 def _after_fork_in_child() -> None:
@@ -81,9 +97,28 @@ def set_num_threads(n: int | None) -> None:
 
 
 def get_num_threads() -> int:
-    """Number of threads a call with ``num_threads=None`` may use from this thread."""
-    requested = _kernels.omp_max_threads() if _library_num_threads is None else _library_num_threads
-    return min(requested, max_threads())
+    """Number of threads a call with ``num_threads=None`` may use from this thread
+    (1 in a build without OpenMP)."""
+    return min(_requested_threads(), max_threads()) if OPENMP else 1
+
+
+def _requested_threads() -> int:
+    """What ``num_threads=None`` asks for: set_num_threads's count, else what
+    OpenMP would use in this thread (the usable CPUs, in a serial build)."""
+    if _library_num_threads is not None:
+        return _library_num_threads
+    if OPENMP:
+        return _kernels.omp_max_threads()
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _caller_stacklevel() -> int:
+    """warnings.warn's stacklevel of the first caller outside this package."""
+    package = os.path.dirname(__file__)
+    level, frame = 2, sys._getframe(2)  # 1: our caller, which is in the package
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def resolve_num_threads(num_threads: int | None, work: int) -> int:
@@ -92,9 +127,14 @@ def resolve_num_threads(num_threads: int | None, work: int) -> int:
     Small inputs run on one thread so they pay no thread start-up; since every
     kernel gives the same bits for any thread count, this is invisible.
     """
-    global _ran_parallel
-    limit = get_num_threads() if num_threads is None else _check_count(num_threads, "num_threads")
+    global _ran_parallel, _warned_serial
+    limit = _requested_threads() if num_threads is None else _check_count(num_threads, "num_threads")
     threads = max(1, min(limit, max_threads(), work // MIN_ELEMENTS_PER_THREAD))
+    if threads > 1 and not OPENMP:
+        if not _warned_serial:
+            _warned_serial = True
+            warnings.warn(SERIAL_BUILD_MESSAGE, RuntimeWarning, stacklevel=_caller_stacklevel())
+        return 1
     if threads > 1:
         _ran_parallel = True
     return threads

@@ -1,6 +1,9 @@
 """Validation, thread control, configuration."""
 
+import os
+import platform
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -125,6 +128,85 @@ def test_isa_environment_variable_caps_the_kernels(tmp_path):
 def test_openmp_is_enabled():
     """The build must not silently lose OpenMP (scikit-learn #29665)."""
     assert sx.show_config(print_=False)["openmp"] is True
+
+
+@pytest.fixture
+def serial_build(monkeypatch):
+    """The Python layer as it behaves on an extension built without OpenMP
+    (.ci/run also builds a real one and checks the same messages)."""
+    from softmax_ext import _kernels, _threads
+
+    monkeypatch.setattr(_threads, "OPENMP", False)
+    monkeypatch.setattr(_threads, "_warned_serial", False)
+    monkeypatch.setattr(_kernels, "openmp_enabled", lambda: False)
+    return _threads
+
+
+def test_serial_build_warns_once_on_the_first_threaded_request(serial_build):
+    x = np.random.default_rng(0).standard_normal((256, 1000))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        np.testing.assert_allclose(sx.softmax(x[:2], num_threads=4), ref.softmax(x[:2]), rtol=1e-13)
+        assert not caught  # too small to have used a second thread: nothing to say
+        np.testing.assert_allclose(sx.softmax(x, num_threads=4), ref.softmax(x), rtol=1e-13)
+        assert len(caught) == 1
+        assert caught[0].category is RuntimeWarning
+        assert "without OpenMP" in str(caught[0].message)
+        assert caught[0].filename == __file__  # points at the caller, not the library
+        sx.log_softmax(x, num_threads=4)
+        sx.softmax(x)  # the default asks for every usable CPU
+        assert len(caught) == 1
+    assert sx.get_num_threads() == 1
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity") else True,
+                    reason="needs two usable CPUs")
+def test_serial_build_warns_on_a_default_call(serial_build):
+    x = np.random.default_rng(0).standard_normal((256, 1000))
+    with pytest.warns(RuntimeWarning, match="without OpenMP"):
+        sx.softmax(x)
+
+
+def test_serial_build_is_reported_by_show_config_and_the_main_job(serial_build, capsys,
+                                                                 monkeypatch):
+    from softmax_ext import __main__ as main_job
+
+    assert sx.show_config()["openmp"] is False
+    assert "WARNING: softmax_ext was built without OpenMP" in capsys.readouterr().out
+    monkeypatch.setattr(main_job, "OPENMP", False)
+    with pytest.warns(RuntimeWarning, match="without OpenMP"):  # the self-check's long rows
+        assert main_job.main(["--no-bench"]) == 0
+    printed = capsys.readouterr().out
+    assert "self-check: PASSED" in printed
+    assert "WARNING: softmax_ext was built without OpenMP" in printed.split("self-check")[-1]
+
+
+def test_version_is_the_distribution_version():
+    from importlib import metadata
+
+    try:
+        installed = metadata.version("softmax_ext")
+    except metadata.PackageNotFoundError:
+        pytest.skip("an in-place build has no distribution metadata")
+    assert installed == sx.__version__
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo") or platform.machine() != "x86_64",
+                    reason="compares with Linux's x86 CPU flags")
+def test_cpu_isa_agrees_with_the_kernels_cpu_flags():
+    """The CPUID/XGETBV probe (the one MSVC builds use too) against the
+    flags Linux reports, which also drop what the OS does not save."""
+    from softmax_ext import _kernels
+
+    with open("/proc/cpuinfo") as info:
+        flags = set(next(line for line in info if line.startswith("flags")).split(":")[1].split())
+    expected = "portable"
+    if {"avx2", "fma", "f16c"} <= flags:
+        expected = "avx2"
+        if {"avx512f", "avx512vl", "avx512dq", "avx512bw"} <= flags:
+            expected = "avx512"
+    assert _kernels.cpu_isa() == expected
+    assert _kernels.runnable_isas() == _kernels.ISA_NAMES[: _kernels.ISA_NAMES.index(expected) + 1]
 
 
 def test_show_config_reports(capsys):
