@@ -31,7 +31,11 @@ def self_check() -> bool:
             g = rng.standard_normal(shape).astype(dtype)
             z64, g64 = z.astype(np.float64), g.astype(np.float64)
             ref_axis = 0 if axis is None else axis
-            flat = (lambda a: a.reshape(-1)) if axis is None else (lambda a: a)
+            whole = axis is None
+
+            def flat(a: np.ndarray) -> np.ndarray:
+                return a.reshape(-1) if whole else a
+
             p_ref = _bench.numpy_softmax(flat(z64), ref_axis).reshape(shape)
             logp_ref = _bench.numpy_log_softmax(flat(z64), ref_axis).reshape(shape)
             p, logp = _core.softmax(z, axis=axis), _core.log_softmax(z, axis=axis)

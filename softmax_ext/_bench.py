@@ -8,12 +8,15 @@ formula, scipy.special and PyTorch on the CPU, each only when installed, and
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import time
+from types import ModuleType
 from typing import Callable, Optional
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import _core
 from ._config import show_config
@@ -39,39 +42,35 @@ def median_seconds(func: Timing, min_repeats: int = 5, min_seconds: float = 0.2,
 
 def numpy_softmax(x: np.ndarray, axis: int) -> np.ndarray:
     e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+    p: np.ndarray = e / e.sum(axis=axis, keepdims=True)
+    return p
 
 
 def numpy_log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
     shifted = x - x.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    logp: np.ndarray = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    return logp
 
 
 def numpy_softmax_backward(p: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
-    return p * (g - (g * p).sum(axis=axis, keepdims=True))
+    dz: np.ndarray = p * (g - (g * p).sum(axis=axis, keepdims=True))
+    return dz
 
 
 def numpy_log_softmax_backward(logp: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
-    return g - np.exp(logp) * g.sum(axis=axis, keepdims=True)
+    dz: np.ndarray = g - np.exp(logp) * g.sum(axis=axis, keepdims=True)
+    return dz
 
 
 OPS = ("softmax", "softmax_backward", "log_softmax", "log_softmax_backward")
 
 
-def _torch():
+def _optional_module(name: str) -> Optional[ModuleType]:
+    """A peer's module, or None when it is not installed."""
     try:
-        import torch
+        return importlib.import_module(name)
     except ImportError:
         return None
-    return torch
-
-
-def _scipy_special():
-    try:
-        import scipy.special
-    except ImportError:
-        return None
-    return scipy.special
 
 
 def contenders(op: str, x: np.ndarray, g: np.ndarray, axis: int, threads: int) -> dict[str, Timing]:
@@ -97,11 +96,11 @@ def contenders(op: str, x: np.ndarray, g: np.ndarray, axis: int, threads: int) -
             "softmax_ext_out": lambda: sx_func(x, axis=axis, out=out, num_threads=threads),
             "numpy": lambda: numpy_func(x, axis),
         }
-        special = _scipy_special()
+        special = _optional_module("scipy.special")
         if special is not None:
             scipy_func = getattr(special, op)
             calls["scipy"] = lambda: scipy_func(x, axis=axis)
-    torch = _torch()
+    torch = _optional_module("torch")
     if torch is not None:
         tx, tg = torch.from_numpy(x), torch.from_numpy(g)
         torch_calls = {
@@ -116,12 +115,13 @@ def contenders(op: str, x: np.ndarray, g: np.ndarray, axis: int, threads: int) -
 
 
 def set_peer_threads(threads: int) -> None:
-    torch = _torch()
+    torch = _optional_module("torch")
     if torch is not None:
         torch.set_num_threads(threads)
 
 
-def inputs_for(op: str, shape: tuple[int, ...], dtype, axis: int, seed: int = 0):
+def inputs_for(op: str, shape: tuple[int, ...], dtype: DTypeLike, axis: int,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(x, g) for `op`: logits, or for a backward op the forward output and a gradient."""
     rng = np.random.default_rng(seed)
     logits = (rng.standard_normal(shape) * 3).astype(dtype)
@@ -144,13 +144,9 @@ def machine_description() -> dict[str, object]:
     except OSError:
         pass
     info = show_config(print_=False)
-    torch = _torch()
-    try:
-        import scipy
-
-        scipy_version: Optional[str] = scipy.__version__
-    except ImportError:
-        scipy_version = None
+    torch = _optional_module("torch")
+    scipy = _optional_module("scipy")
+    scipy_version: Optional[str] = None if scipy is None else scipy.__version__
     return {
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),

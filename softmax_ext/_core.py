@@ -239,6 +239,7 @@ def logsumexp(
         if keepdims else reduced_shape
     if out is not None:
         check_out(out, result_shape, arr.dtype)
+    sign: Optional[np.ndarray]
     if weights is not None:
         lse, sign = _weighted_logsumexp(arr, weights, axes)
         if not return_sign:  # the log of a negative sum

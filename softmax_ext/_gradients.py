@@ -13,7 +13,7 @@ import math
 import numbers
 import operator
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Union, overload
+from typing import Any, Literal, Optional, Union, cast, overload
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -66,7 +66,8 @@ def softmax_jacobian(x: ArrayLike, axis: Optional[int] = -1) -> np.ndarray:
     return out.reshape(p.shape[:-1] + (K, K))
 
 
-def _linear_inputs(x: ArrayLike, W: ArrayLike, b: Optional[ArrayLike]):
+def _linear_inputs(x: ArrayLike, W: ArrayLike, b: Optional[ArrayLike]
+                   ) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """x (N, D), W (K, D) and b (K,) or None, in one float dtype; 1-D x is one row."""
     x_arr, W_arr = as_native_array(x, "x"), as_native_array(W, "W")
     b_arr = None if b is None else as_native_array(b, "b")
@@ -79,8 +80,8 @@ def _linear_inputs(x: ArrayLike, W: ArrayLike, b: Optional[ArrayLike]):
         raise ValueError(f"x has D={x_arr.shape[-1]} features but W has D={W_arr.shape[1]}")
     if b_arr is not None and b_arr.shape != (W_arr.shape[0],):
         raise ValueError(f"b must have shape ({W_arr.shape[0]},), got {b_arr.shape}")
-    cast = lambda a: None if a is None else a.astype(dtype, copy=False)  # noqa: E731
-    return cast(x_arr), cast(W_arr), cast(b_arr)
+    return (x_arr.astype(dtype, copy=False), W_arr.astype(dtype, copy=False),
+            None if b_arr is None else b_arr.astype(dtype, copy=False))
 
 
 def softmax_weight_jacobian(x: ArrayLike, W: ArrayLike, b: Optional[ArrayLike] = None) -> np.ndarray:
@@ -234,7 +235,8 @@ def _reduce(loss_rows: np.ndarray, reduction: str, denominator: float, dtype: np
     total = float(np.sum(loss_rows))  # one fixed order, whatever the threads
     if reduction == "mean":
         total = total / denominator if denominator != 0 else math.nan
-    return dtype.type(total)
+    scalar: np.floating = dtype.type(total)
+    return scalar
 
 
 @overload
@@ -336,8 +338,8 @@ def cross_entropy(
                            num_threads=resolve_num_threads(num_threads, z.size))
     loss = _reduce(loss_rows, reduction, targets.denominator, z.dtype)
     if single and reduction == "none":
-        loss = loss[0]
-    if not return_grad:
+        loss = cast(np.ndarray, loss)[0]
+    if grad is None:
         return loss
     return loss, (grad[0] if single else grad)
 
@@ -447,6 +449,6 @@ def linear_cross_entropy(
                                       return_grad, chunk_rows, num_threads)
     layer.run()
     loss = _reduce(layer.loss_rows, reduction, targets.denominator, x_arr.dtype)
-    if not return_grad:
+    if layer.grads is None:
         return loss
-    return loss, (layer.dx, layer.dW, layer.db)
+    return loss, (layer.grads.dx, layer.grads.dW, layer.grads.db)

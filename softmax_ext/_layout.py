@@ -21,8 +21,9 @@ from typing import Iterable, Optional
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+from numpy.typing import DTypeLike
 
-def kernel_contiguous(a: object, dtype: Optional[np.dtype] = None) -> np.ndarray:
+def kernel_contiguous(a: object, dtype: Optional[DTypeLike] = None) -> np.ndarray:
     """`a` C-contiguous and aligned, as the kernels' ``::1`` views take it;
     copied only when it is not (``np.ascontiguousarray`` keeps misaligned
     data misaligned)."""

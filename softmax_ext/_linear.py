@@ -23,8 +23,9 @@ usual thread count.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
@@ -50,15 +51,27 @@ DW_BLOCK_BYTES = 1 * 2**20
 
 
 @functools.lru_cache(maxsize=1)
-def _blas_controller():
-    from threadpoolctl import ThreadpoolController
+def _blas_controller() -> Any:
+    from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
     return ThreadpoolController().select(user_api="blas")
 
 
 def blas_threads() -> int:
     """The most threads a loaded BLAS library is set to use (read, never set)."""
-    return max((lib.get_num_threads() for lib in _blas_controller().lib_controllers), default=1)
+    return max((int(lib.get_num_threads()) for lib in _blas_controller().lib_controllers),
+               default=1)
+
+
+@dataclasses.dataclass
+class Gradients:
+    """dx (N, D), dW (K, D), db (K,) or None, and dW_block, the temporary
+    through which later chunks add to dW."""
+
+    dx: np.ndarray
+    dW: np.ndarray
+    db: Optional[np.ndarray]
+    dW_block: np.ndarray
 
 
 class ChunkedLinearCrossEntropy:
@@ -66,7 +79,7 @@ class ChunkedLinearCrossEntropy:
 
     x (N, D), W (K, D) and b (K,) or None share one float dtype; `targets`
     and `weight` are as prepared by _gradients.  `run()` fills `loss_rows`
-    (float64, one per row) and, with `return_grad`, dx, dW and db.
+    (float64, one per row) and, with `return_grad`, `grads`.
     """
 
     def __init__(self, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], targets: _Targets,
@@ -89,12 +102,11 @@ class ChunkedLinearCrossEntropy:
             self.threads = resolve_num_threads(num_threads, self.rows * self.class_width)
         self.loss_rows = np.zeros(N, np.float64)
         self.logits = np.empty((self.rows, self.class_width), dtype)
-        self.return_grad = return_grad
-        self.dx = np.zeros((N, D), dtype) if return_grad else None
-        self.dW = np.zeros((K, D), dtype) if return_grad else None
-        self.db = np.zeros(K, dtype) if return_grad and b is not None else None
-        self.dW_block_classes = max(1, min(K, DW_BLOCK_BYTES // max(1, D * dtype.itemsize)))
-        self.dW_block = np.empty((self.dW_block_classes, D), dtype) if return_grad else None
+        dW_block_classes = max(1, min(K, DW_BLOCK_BYTES // max(1, D * dtype.itemsize)))
+        self.grads = Gradients(
+            dx=np.zeros((N, D), dtype), dW=np.zeros((K, D), dtype),
+            db=np.zeros(K, dtype) if b is not None else None,
+            dW_block=np.empty((dW_block_classes, D), dtype)) if return_grad else None
 
     def run(self) -> None:
         N = self.x.shape[0]
@@ -115,10 +127,10 @@ class ChunkedLinearCrossEntropy:
             logits=z, target=self._index(start, stop), probs=self._probs(start, stop, 0, self.K),
             weight=self.weight, ignore_index=self.targets.ignore_index, smoothing=self.smoothing,
             grad_scale=self.scale, loss=self.loss_rows[start:stop],
-            grad=z if self.return_grad else None, num_threads=self.threads)
-        if self.return_grad:
-            np.matmul(z, self.W, out=self.dx[start:stop])
-            self._add_weight_grad(z, start, stop, 0)
+            grad=z if self.grads is not None else None, num_threads=self.threads)
+        if self.grads is not None:
+            np.matmul(z, self.W, out=self.grads.dx[start:stop])
+            self._add_weight_grad(self.grads, z, start, stop, 0)
 
     # ---- one chunk of rows, a block of classes at a time -------------------------
 
@@ -134,7 +146,8 @@ class ChunkedLinearCrossEntropy:
                 weight=self._weight(first, last), smoothing=self.smoothing, classes=self.K,
                 stats=stats, num_threads=self.threads)
         alpha, one_hot = self._loss_from_stats(stats, start, stop)
-        if not self.return_grad:
+        grads = self.grads
+        if grads is None:
             return
         index = self._index(start, stop)
         ignored = None if index is None else index == self.targets.ignore_index
@@ -149,8 +162,8 @@ class ChunkedLinearCrossEntropy:
                 num_threads=self.threads)
             if ignored is not None:
                 z[ignored] = 0
-            self.dx[start:stop] += z @ self.W[first:last]
-            self._add_weight_grad(z, start, stop, first)
+            grads.dx[start:stop] += z @ self.W[first:last]
+            self._add_weight_grad(grads, z, start, stop, first)
 
     def _loss_from_stats(self, stats: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Per-row losses of rows [start, stop) from merged block statistics,
@@ -194,23 +207,25 @@ class ChunkedLinearCrossEntropy:
             z += self.b[first:last]
         return z
 
-    def _add_weight_grad(self, dlogits: np.ndarray, start: int, stop: int, first: int) -> None:
+    def _add_weight_grad(self, grads: Gradients, dlogits: np.ndarray, start: int, stop: int,
+                         first: int) -> None:
         """dW[first:first + width] += dlogits^T x[start:stop], db likewise.
 
         The first chunk of rows writes its GEMM straight into dW; later ones
         go through the small dW_block temporary."""
         x_rows = self.x[start:stop]
         width = dlogits.shape[1]
-        if self.db is not None:
-            self.db[first:first + width] += dlogits.sum(axis=0)
+        if grads.db is not None:
+            grads.db[first:first + width] += dlogits.sum(axis=0)
         if start == 0:
-            np.matmul(dlogits.T, x_rows, out=self.dW[first:first + width])
+            np.matmul(dlogits.T, x_rows, out=grads.dW[first:first + width])
             return
-        for offset in range(0, width, self.dW_block_classes):
-            n = min(self.dW_block_classes, width - offset)
-            block = self.dW_block[:n]
+        block_classes = grads.dW_block.shape[0]
+        for offset in range(0, width, block_classes):
+            n = min(block_classes, width - offset)
+            block = grads.dW_block[:n]
             np.matmul(dlogits[:, offset:offset + n].T, x_rows, out=block)
-            self.dW[first + offset:first + offset + n] += block
+            grads.dW[first + offset:first + offset + n] += block
 
     def _index(self, start: int, stop: int) -> Optional[np.ndarray]:
         index = self.targets.index

@@ -24,6 +24,7 @@ import operator
 import os
 import sys
 import warnings
+from types import FrameType
 
 from . import _kernels
 
@@ -115,7 +116,8 @@ def _requested_threads() -> int:
 def _caller_stacklevel() -> int:
     """warnings.warn's stacklevel of the first caller outside this package."""
     package = os.path.dirname(__file__)
-    level, frame = 2, sys._getframe(2)  # 1: our caller, which is in the package
+    level = 2  # 1 is our caller, which is in the package
+    frame: FrameType | None = sys._getframe(level)
     while frame is not None and frame.f_code.co_filename.startswith(package):
         level, frame = level + 1, frame.f_back
     return level
