@@ -22,7 +22,7 @@ bfloat16 gives float32.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, overload
 
 import numpy as np
 
@@ -99,6 +99,14 @@ def common_float_arrays(a: object, b: object, names: tuple[str, str]) -> tuple[n
         )
     dtype = common_dtype((result_dtype(a_arr.dtype, names[0]), result_dtype(b_arr.dtype, names[1])))
     return as_float_array(a_arr, names[0], dtype), as_float_array(b_arr, names[1], dtype)
+
+
+@overload
+def kernel_storage(a: np.ndarray) -> np.ndarray: ...
+
+
+@overload
+def kernel_storage(a: None) -> None: ...
 
 
 def kernel_storage(a: Optional[np.ndarray]) -> Optional[np.ndarray]:

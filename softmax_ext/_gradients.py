@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike
 
 from . import _kernels
 from ._core import softmax
-from ._dtypes import as_native_array
+from ._dtypes import FLOAT32, as_float_array, as_native_array, half_format, kernel_storage
 from ._layout import Plan, kernel_contiguous, normalize_axis
 from ._linear import ChunkedLinearCrossEntropy
 from ._threads import _check_count, resolve_num_threads
@@ -214,7 +214,7 @@ def _targets(target: ArrayLike, N: int, K: int, dtype: np.dtype, weight: Optiona
         else:
             denominator = float(np.count_nonzero(kept))
         return _Targets(index, None, denominator, kernel_ignore_index)
-    if t.dtype.kind == "f":
+    if t.dtype.kind == "f" or half_format(t.dtype) is not None:  # bfloat16's kind is "V"
         if t.shape != (N, K):
             raise ValueError(f"class-probability target must have shape ({N}, {K}), got {t.shape}")
         return _Targets(None, kernel_contiguous(t, dtype), float(N), kernel_ignore_index)
@@ -314,10 +314,18 @@ def cross_entropy(
     loss : scalar or ndarray
         A scalar of the logits' dtype, or shape (N,) for "none".
     dlogits : ndarray
-        Only with ``return_grad=True``: same shape as `logits`.
+        Only with ``return_grad=True``: same shape and dtype as `logits`.
+
+    Notes
+    -----
+    float16 and bfloat16 logits are computed in float32 tile by tile inside
+    the kernel (no float32 copy of the logits), the per-row losses summed in
+    float64; loss and gradient come back in the logits' dtype, as in PyTorch.
     """
     smoothing = _check_options(label_smoothing, reduction)
-    z = as_native_array(logits, "logits")
+    z = as_float_array(logits, "logits")
+    fmt = half_format(z.dtype)  # 16-bit logits: float32 arithmetic inside the kernel
+    compute_dtype = FLOAT32 if fmt is not None else z.dtype
     single = z.ndim == 1
     if single:
         z = z[None, :]
@@ -326,16 +334,18 @@ def cross_entropy(
     if z.ndim != 2:
         raise ValueError(f"logits must have shape (N, K) or (K,), got {np.shape(logits)}")
     N, K = z.shape
-    w = _class_weight(weight, K, z.dtype)
-    targets = _targets(target, N, K, z.dtype, w, ignore_index)
+    w = _class_weight(weight, K, compute_dtype)
+    targets = _targets(target, N, K, compute_dtype, w, ignore_index)
     scale = targets.grad_scale(reduction)
     z = _rows_contiguous(z)
     loss_rows = np.empty(N, np.float64)
     grad = np.empty_like(z, order="C") if return_grad else None
-    _kernels.cross_entropy(logits=z, target=targets.index, probs=targets.probs, weight=w,
-                           ignore_index=targets.ignore_index, smoothing=smoothing, grad_scale=scale,
-                           loss=loss_rows, grad=grad,
-                           num_threads=resolve_num_threads(num_threads, z.size))
+    kernel, half = (_kernels.cross_entropy, {}) if fmt is None else \
+        (_kernels.cross_entropy_half, {"fmt": fmt})
+    kernel(logits=kernel_storage(z), target=targets.index, probs=targets.probs, weight=w,
+           ignore_index=targets.ignore_index, smoothing=smoothing, grad_scale=scale,
+           loss=loss_rows, grad=kernel_storage(grad),
+           num_threads=resolve_num_threads(num_threads, z.size), **half)
     loss = _reduce(loss_rows, reduction, targets.denominator, z.dtype)
     if single and reduction == "none":
         loss = cast(np.ndarray, loss)[0]

@@ -79,6 +79,20 @@ def cross_entropy(
     grad: Optional[np.ndarray] = ...,
     num_threads: int,
 ) -> None: ...
+def cross_entropy_half(
+    *,
+    fmt: int,
+    logits: np.ndarray,
+    target: Optional[np.ndarray] = ...,
+    probs: Optional[np.ndarray] = ...,
+    weight: Optional[np.ndarray] = ...,
+    ignore_index: int = ...,
+    smoothing: float = ...,
+    grad_scale: float = ...,
+    loss: np.ndarray,
+    grad: Optional[np.ndarray] = ...,
+    num_threads: int,
+) -> None: ...
 def cross_entropy_block_stats(
     *,
     logits: np.ndarray,

@@ -211,6 +211,7 @@ ctypedef fused element:
     float
     double
     unsigned short  # float16 / bfloat16 storage (half_precision.pxi)
+    Py_ssize_t      # class-index targets
 
 
 cdef inline const element *at(const element *p, Py_ssize_t offset) noexcept nogil:

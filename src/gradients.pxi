@@ -140,21 +140,17 @@ cdef void xent_short_rows(const sx_table *t, const floating *z, Py_ssize_t ldz, 
     copy_tile(tile, w, 1, grad, 1, ldg, K, w)       # grad[j, k] = tile[k, j]
 
 
-cdef int xent_operands(const floating[:, :] logits, const Py_ssize_t[::1] target,
-                       const floating[:, :] probs, const floating[::1] weight,
-                       const floating **z0, Py_ssize_t *ldz, const Py_ssize_t **y0,
-                       const floating **p0, Py_ssize_t *ldp, const floating **w0,
-                       double *weight_sum) except -1:
-    """Check the cross-entropy operands (logits (N, K), exactly one of target
-    (N,) and probs (N, K), weight (K,)) and give their pointers, row strides
-    (in elements) and the sum of the class weights; 1 when there is nothing
-    to compute (no rows or no classes), else 0."""
+cdef int xent_targets(Py_ssize_t N, Py_ssize_t K, const Py_ssize_t[::1] target,
+                      const floating[:, :] probs, const floating[::1] weight,
+                      const Py_ssize_t **y0, const floating **p0, Py_ssize_t *ldp,
+                      const floating **w0, double *weight_sum) except -1:
+    """Check the cross-entropy targets of N rows of K classes (exactly one of
+    target (N,) and probs (N, K); weight (K,)) and give their pointers, the
+    probs row stride (in elements) and the sum of the class weights; 1 when
+    there is nothing to compute (no rows or no classes), else 0."""
     cdef Py_ssize_t size = sizeof(floating), k
-    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1]
     if (target is None) == (probs is None):
         raise ValueError("give exactly one of target and probs")
-    check_view("logits", 2, &logits.shape[0], &logits.strides[0], &logits[0, 0], size,
-               (N, K), True)
     if probs is not None:
         check_view("probs", 2, &probs.shape[0], &probs.strides[0], &probs[0, 0], size,
                    (N, K), True)
@@ -165,7 +161,6 @@ cdef int xent_operands(const floating[:, :] logits, const Py_ssize_t[::1] target
         check_view("weight", 1, &weight.shape[0], &weight.strides[0], &weight[0], size, (K,), True)
     if N == 0 or K == 0:
         return 1
-    z0[0], ldz[0] = &logits[0, 0], logits.strides[0] // size
     y0[0], p0[0], ldp[0], w0[0] = NULL, NULL, 0, NULL
     weight_sum[0] = K
     if weight is not None:
@@ -177,6 +172,36 @@ cdef int xent_operands(const floating[:, :] logits, const Py_ssize_t[::1] target
         p0[0], ldp[0] = &probs[0, 0], probs.strides[0] // size
     else:
         y0[0] = &target[0]
+    return 0
+
+
+cdef int check_targets_in_range(const Py_ssize_t[::1] target, Py_ssize_t K,
+                                Py_ssize_t ignore_index) except -1:
+    """Every index in [0, K) or equal to ignore_index: the whole-row loops
+    index the logits with it."""
+    cdef Py_ssize_t r
+    if target is not None:
+        for r in range(target.shape[0]):
+            if target[r] != ignore_index and not 0 <= target[r] < K:
+                raise ValueError(f"target[{r}] = {target[r]} is outside [0, {K}) "
+                                 f"and not ignore_index ({ignore_index})")
+    return 0
+
+
+cdef int xent_operands(const floating[:, :] logits, const Py_ssize_t[::1] target,
+                       const floating[:, :] probs, const floating[::1] weight,
+                       const floating **z0, Py_ssize_t *ldz, const Py_ssize_t **y0,
+                       const floating **p0, Py_ssize_t *ldp, const floating **w0,
+                       double *weight_sum) except -1:
+    """xent_targets, and the logits (N, K) with their pointer and row stride;
+    1 when there is nothing to compute, else 0."""
+    cdef Py_ssize_t size = sizeof(floating)
+    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1]
+    check_view("logits", 2, &logits.shape[0], &logits.strides[0], &logits[0, 0], size,
+               (N, K), True)
+    if xent_targets(N, K, target, probs, weight, y0, p0, ldp, w0, weight_sum):
+        return 1
+    z0[0], ldz[0] = &logits[0, 0], logits.strides[0] // size
     return 0
 
 
@@ -206,11 +231,7 @@ def cross_entropy(*, const floating[:, :] logits not None, const Py_ssize_t[::1]
     check_view("loss", 1, &loss.shape[0], &loss.strides[0], &loss[0], sizeof(double), (N,), True)
     if grad is not None:
         check_view("grad", 2, &grad.shape[0], &grad.strides[0], &grad[0, 0], size, (N, K), True)
-    if target is not None:
-        for r in range(target.shape[0]):
-            if target[r] != ignore_index and not 0 <= target[r] < K:
-                raise ValueError(f"target[{r}] = {target[r]} is outside [0, {K}) "
-                                 f"and not ignore_index ({ignore_index})")
+    check_targets_in_range(target, K, ignore_index)
     if xent_operands(logits, target, probs, weight, &z0, &ldz, &y0, &p0, &ldp, &w0, &weight_sum):
         loss[:] = 0.0
         return

@@ -278,3 +278,78 @@ def widen_into(const uint16_t[::1] x not None, float[::1] out not None, int fmt)
                (x.shape[0],), True)
     if x.shape[0]:
         half_table(fmt).load(&x[0], 0, &out[0], 0, 1, x.shape[0])
+
+
+# ---- cross-entropy on 16-bit logits ------------------------------------------------
+
+def cross_entropy_half(*, int fmt, const uint16_t[:, :] logits not None,
+                       const Py_ssize_t[::1] target=None, const float[:, :] probs=None,
+                       const float[::1] weight=None, Py_ssize_t ignore_index=-100,
+                       double smoothing=0.0, double grad_scale=1.0, double[::1] loss not None,
+                       uint16_t[:, :] grad=None, int num_threads):
+    """`cross_entropy` for 16-bit logits (`fmt`, viewed as uint16): each thread
+    loads a tile of rows into its float32 scratch, runs the float32 row code
+    on it (the gradient overwrites the scratch) and stores the gradient back
+    rounded to nearest even; losses stay float64.  `probs` and `weight` are
+    float32.  `grad` may be `logits` itself."""
+    cdef Py_ssize_t size = sizeof(uint16_t)
+    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], ldz = logits.strides[0] // size
+    cdef Py_ssize_t ldp, ldg = 0, per_tile, tiles, it, r0, n, i, k, y, capacity
+    cdef const float *p0
+    cdef const float *w0
+    cdef const Py_ssize_t *y0
+    cdef uint16_t *g0 = NULL
+    cdef double weight_sum
+    cdef float *scratch
+    cdef float *row
+    cdef const sx_table *t = sx_table_f32
+    cdef const sx_half_table *h = half_table(fmt)
+    cdef int failed = 0
+    cdef int *failed_flag = &failed
+    check_threads(num_threads)
+    check_format(fmt)
+    check_view("logits", 2, &logits.shape[0], &logits.strides[0], &logits[0, 0], size, (N, K),
+               True)
+    check_view("loss", 1, &loss.shape[0], &loss.strides[0], &loss[0], sizeof(double), (N,), True)
+    if grad is not None:
+        check_view("grad", 2, &grad.shape[0], &grad.strides[0], &grad[0, 0], size, (N, K), True)
+        g0, ldg = &grad[0, 0], grad.strides[0] // size
+    check_targets_in_range(target, K, ignore_index)
+    if xent_targets(N, K, target, probs, weight, &y0, &p0, &ldp, &w0, &weight_sum):
+        loss[:] = 0.0
+        return
+    # rows per tile: a transposed tile of short rows, else rows up to SX_CHUNK
+    # values in all (a row longer than that is one tile of its own)
+    per_tile = XENT_TILE if K < SHORT_ROW else max(1, SX_CHUNK // K)
+    capacity = per_tile * K
+    tiles = (N + per_tile - 1) // per_tile
+    with nogil, parallel(num_threads=num_threads):
+        scratch = <float *>malloc(capacity * sizeof(float))
+        if scratch == NULL:
+            failed_flag[0] = 1
+        for it in prange(tiles, schedule="static"):
+            if scratch == NULL:
+                continue
+            r0 = it * per_tile
+            n = min(per_tile, N - r0)
+            h.load(&logits[0, 0] + r0 * ldz, ldz, scratch, K, n, K)
+            if K < SHORT_ROW:
+                xent_short_rows(t, scratch, K, K, n, at(y0, r0), ignore_index, at(p0, r0 * ldp),
+                                ldp, w0, weight_sum, smoothing, grad_scale, &loss[r0],
+                                scratch if g0 != NULL else NULL, K)
+            else:
+                for i in range(n):
+                    row = scratch + i * K
+                    y = y0[r0 + i] if y0 != NULL else 0
+                    if y0 != NULL and y == ignore_index:
+                        loss[r0 + i] = 0.0
+                        for k in range(K):
+                            row[k] = 0
+                    else:
+                        xent_row(t, row, K, y, at(p0, (r0 + i) * ldp), w0, weight_sum, smoothing,
+                                 grad_scale, &loss[r0 + i], row if g0 != NULL else NULL)
+            if g0 != NULL:
+                h.store(scratch, K, g0 + r0 * ldg, ldg, n, K)
+        free(scratch)
+    if failed:
+        raise MemoryError("no memory for the per-thread float32 scratch")

@@ -6,8 +6,9 @@ filled with a sentinel byte, in a random layout: C, F, permuted, gapped,
 negative strides, unaligned, or (read-only inputs) zero-stride and
 overlapping views; ``out`` may also alias an input exactly or partly.  Shapes
 are drawn to reach every kernel route (K = 0, 1, 2..31, 32, 33, 512, 16K+,
-few huge rows, any axis), with both dtypes, every instruction set this CPU
-runs and 1-8 threads.  After the call:
+few huge rows, any axis), in float32 and float64 (and float16 for the
+softmax family and cross_entropy, whose 16-bit kernels work through float32
+scratch tiles), every instruction set this CPU runs and 1-8 threads.  After the call:
 
 - the result matches a float64 plain-numpy reference (tests/reference.py);
 - no byte outside any operand's footprint changed (the sentinel, 0xFF, reads
@@ -436,8 +437,10 @@ def run_case(seed: int) -> None:
     """One fuzz case, fully determined by `seed`."""
     rng = np.random.default_rng(seed)
     fuzzer = FUZZERS[int(rng.integers(len(FUZZERS)))]
-    # the softmax family also runs its float16 kernels (16-bit storage, float32 arithmetic)
-    dtypes = [np.float32, np.float64] + ([np.float16] if fuzzer is fuzz_softmax_family else [])
+    # the softmax family and cross_entropy also run their float16 kernels (16-bit
+    # storage, float32 arithmetic)
+    half_kernels = fuzzer in (fuzz_softmax_family, fuzz_cross_entropy)
+    dtypes = [np.float32, np.float64] + ([np.float16] if half_kernels else [])
     dtype = dtypes[int(rng.integers(len(dtypes)))]
     isa, threads = str(rng.choice(ISAS)), int(rng.integers(1, 9))
     case = Case(rng)

@@ -224,10 +224,57 @@ def test_16_bit_kernels_refuse_bad_calls():
         _kernels.rows_half(op=_kernels.Op.LOGSUMEXP, fmt=0, x=x, out=x.copy(), num_threads=1)
 
 
-def test_16_bit_losses_compute_in_float32():
-    z = np.random.default_rng(7).standard_normal((8, 5))
-    y = np.arange(8) % 5
-    loss, grad = sx.cross_entropy(z.astype(np.float16), y, return_grad=True)
-    assert grad.dtype == np.float32
-    np.testing.assert_allclose(loss, sx.cross_entropy(z.astype(np.float16).astype(np.float32), y),
-                               rtol=1e-6)
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+@pytest.mark.parametrize("K", [5, 31, 32, 100, 20000])  # transposed tiles, whole rows, > SX_CHUNK
+@pytest.mark.parametrize("kind", ["index", "probs"])
+@pytest.mark.parametrize("layout", ["C", "strided rows", "big-endian"])
+def test_16_bit_cross_entropy_is_the_float32_result_rounded_once(dtype, K, kind, layout,
+                                                                   exact_threads):
+    """16-bit logits run the float32 kernel on tiles widened in a float32
+    scratch: the gradient is the float32 gradient (on the widened logits)
+    rounded once, in the logits' dtype; the loss is accumulated in float64
+    and returned in the logits' dtype, as PyTorch does."""
+    rng = np.random.default_rng(K)
+    N = 67  # not a multiple of the 64-row tiles
+    z = (rng.standard_normal((N, K)) * 4).astype(dtype)
+    z[5, 0] = -np.inf
+    if layout == "strided rows":
+        z = np.repeat(z, 2, axis=0)[::2]
+    elif layout == "big-endian" and dtype == np.float16:
+        z = z.astype(">f2")
+    wide = np.asarray(z, np.float32)
+    options = {"weight": rng.uniform(0.5, 2.0, K), "label_smoothing": 0.1}
+    if kind == "index":
+        target = rng.integers(0, K, N)
+        target[::7] = -100
+    else:
+        target = rng.dirichlet(np.ones(K), N).astype(dtype)
+    for reduction in ("mean", "none"):
+        want_loss, want_grad = sx.cross_entropy(wide, np.asarray(target, np.float32)
+                                                if kind == "probs" else target,
+                                                reduction=reduction, return_grad=True, **options)
+        for threads in (1, 2):
+            loss, grad = sx.cross_entropy(z, target, reduction=reduction, return_grad=True,
+                                          num_threads=threads, **options)
+            assert grad.dtype == dtype and np.asarray(loss).dtype == dtype
+            np.testing.assert_array_equal(grad.view(np.uint16),
+                                          want_grad.astype(dtype).view(np.uint16))
+            np.testing.assert_allclose(np.asarray(loss, np.float64),
+                                       np.asarray(want_loss, np.float64), rtol=2 ** -7)
+    assert np.isfinite(grad).all()
+
+
+def test_16_bit_cross_entropy_kernel_refuses_bad_calls():
+    z = np.zeros((2, 3), np.uint16)
+    loss = np.zeros(2)
+    with pytest.raises(ValueError, match="format"):
+        _kernels.cross_entropy_half(fmt=7, logits=z, target=np.zeros(2, np.intp), loss=loss,
+                                    num_threads=1)
+    with pytest.raises(ValueError, match="outside"):
+        _kernels.cross_entropy_half(fmt=0, logits=z, target=np.array([0, 3], np.intp), loss=loss,
+                                    num_threads=1)
+    with pytest.raises(ValueError, match="shape"):
+        _kernels.cross_entropy_half(fmt=0, logits=z, target=np.zeros(2, np.intp), loss=loss,
+                                    grad=np.zeros((3, 2), np.uint16), num_threads=1)
+    with pytest.raises(ValueError, match="exactly one"):
+        _kernels.cross_entropy_half(fmt=0, logits=z, loss=loss, num_threads=1)
