@@ -29,7 +29,8 @@ def show_config(print_: bool = True) -> dict[str, Any]:
         ``single_threaded_after_fork`` (this is a forked child of a process
         that had run threaded kernels, so every call uses one thread),
         ``simd`` (kernel instruction set in use), ``cpu_simd`` (widest the
-        CPU supports; MSVC builds compile only the portable set), ``machine``, ``python``, ``numpy``.
+        CPU supports; MSVC builds compile only the portable set),
+        ``machine``, ``python``, ``numpy``.
     """
     from . import __version__
 

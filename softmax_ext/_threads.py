@@ -115,7 +115,7 @@ def _requested_threads() -> int:
 
 def _caller_stacklevel() -> int:
     """warnings.warn's stacklevel of the first caller outside this package."""
-    package = os.path.dirname(__file__)
+    package = os.path.dirname(__file__) + os.sep
     level = 2  # 1 is our caller, which is in the package
     frame: FrameType | None = sys._getframe(level)
     while frame is not None and frame.f_code.co_filename.startswith(package):
