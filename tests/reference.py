@@ -62,6 +62,25 @@ def log_softmax_backward(logp, g, axis=-1):
     return (g - np.exp(logp) * g.sum(axis=axis, keepdims=True)).reshape(shape)
 
 
+BY_NAME = {f.__name__: f for f in (softmax, log_softmax, logsumexp, softmax_backward,
+                                    log_softmax_backward)}
+
+
+def merged(func_name, x, axes, *extra):
+    """The reference `func_name` over `axes` of x taken as one axis: move
+    them last, flatten them into one, apply along -1, and undo the move."""
+    x = np.asarray(x, np.float64)
+    axes = tuple(range(x.ndim)) if axes is None else axes
+    axes = tuple(sorted(a % x.ndim for a in ((axes,) if isinstance(axes, int) else axes)))
+    kept = [a for a in range(x.ndim) if a not in axes]
+    moved = [np.moveaxis(v, axes, range(x.ndim - len(axes), x.ndim)) for v in (x,) + extra]
+    flat = [v.reshape(v.shape[: len(kept)] + (-1,)) for v in moved]
+    result = BY_NAME[func_name](*flat, axis=-1)
+    if func_name == "logsumexp":
+        return result.reshape([x.shape[a] for a in kept])
+    return np.moveaxis(result.reshape(moved[0].shape), range(x.ndim - len(axes), x.ndim), axes)
+
+
 def cross_entropy(logits, target, weight=None, ignore_index=-100, label_smoothing=0.0,
                   reduction="mean"):
     """torch.nn.functional.cross_entropy, spelled out in float64 numpy.
