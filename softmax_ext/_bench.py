@@ -110,8 +110,66 @@ def contenders(op: str, x: np.ndarray, g: np.ndarray, axis: int, threads: int) -
             "log_softmax_backward": lambda: torch._log_softmax_backward_data(tg, tx, axis, tx.dtype),
         }
         calls["torch"] = torch_calls[op]
+    for name, make in (("onnxruntime", _onnxruntime_call), ("jax", _jax_call)):
+        call = make(op, x, g, axis, threads)
+        if call is not None:
+            calls[name] = call
     calls["copyto"] = lambda: np.copyto(out, x)
     return calls
+
+
+def _onnxruntime_call(op: str, x: np.ndarray, g: np.ndarray, axis: int,
+                      threads: int) -> Optional[Timing]:
+    """onnxruntime's CPU kernels on a one-node Softmax / LogSoftmax model
+    (opset 13), writing through io_binding into a preallocated output; it has
+    no standard backward op, so forward only."""
+    ort, onnx = _optional_module("onnxruntime"), _optional_module("onnx")
+    if ort is None or onnx is None or op not in ("softmax", "log_softmax"):
+        return None
+    helper = onnx.helper
+    element = onnx.TensorProto.FLOAT if x.dtype == np.float32 else onnx.TensorProto.DOUBLE
+    node = helper.make_node("Softmax" if op == "softmax" else "LogSoftmax", ["x"], ["y"], axis=axis)
+    graph = helper.make_graph([node], op, [helper.make_tensor_value_info("x", element, x.shape)],
+                              [helper.make_tensor_value_info("y", element, x.shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # what opset 13 needs; onnx's newest IR may be past the runtime's
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    out = np.empty_like(x)
+    binding = session.io_binding()
+    binding.bind_cpu_input("x", x)
+    binding.bind_output("y", "cpu", 0, x.dtype, x.shape, out.ctypes.data)
+
+    def call() -> np.ndarray:
+        session.run_with_iobinding(binding)
+        return out
+
+    return call
+
+
+def _jax_call(op: str, x: np.ndarray, g: np.ndarray, axis: int, threads: int) -> Optional[Timing]:
+    """A jitted JAX call, data moved in with device_put and waited for.  JAX
+    sizes its CPU thread pool once, from PJRT_NPROC: it is a peer only at that
+    thread count (bench_softmax.py sets it to the largest one it measures)."""
+    if os.environ.get("PJRT_NPROC") != str(threads):
+        return None
+    jax = _optional_module("jax")
+    if jax is None:
+        return None
+    if x.dtype == np.float64:
+        jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+    formulas = {
+        "softmax": lambda a: jax.nn.softmax(a, axis=axis),
+        "log_softmax": lambda a: jax.nn.log_softmax(a, axis=axis),
+        "softmax_backward": lambda p, u: p * (u - jnp.sum(u * p, axis=axis, keepdims=True)),
+        "log_softmax_backward": lambda lp, u: u - jnp.exp(lp) * jnp.sum(u, axis=axis, keepdims=True),
+    }
+    func = jax.jit(formulas[op])
+    args = (x, g) if op.endswith("_backward") else (x,)
+    return lambda: func(*(jax.device_put(a) for a in args)).block_until_ready()
 
 
 def set_peer_threads(threads: int) -> None:
