@@ -121,7 +121,7 @@ def summarize(rows):
                         r["ms"]["softmax_ext"] / twin["ms"]["softmax_ext"])
     if axis_ratios:
         summary["axis0_over_last_axis_time"] = axis_ratios
-    verdicts = [fastest_peer(r["ms"])[1] for r in at_top if fastest_peer(r["ms"])[0]]
+    verdicts = [ratio for _, ratio in map(fastest_peer, (r["ms"] for r in at_top)) if ratio]
     if verdicts:
         summary["rows_vs_fastest_peer"] = len(verdicts)
         summary["rows_fastest_peer_wins"] = sum(v < 1.0 for v in verdicts)

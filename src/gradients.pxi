@@ -140,6 +140,31 @@ cdef void xent_short_rows(const sx_table *t, const floating *z, Py_ssize_t ldz, 
     copy_tile(tile, w, 1, grad, 1, ldg, K, w)       # grad[j, k] = tile[k, j]
 
 
+cdef void xent_tile(const sx_table *t, const floating *z, Py_ssize_t ldz, Py_ssize_t K,
+                    Py_ssize_t n, const Py_ssize_t *target, Py_ssize_t ignore_index,
+                    const floating *probs, Py_ssize_t ldp, const floating *weight,
+                    double weight_sum, double smoothing, double grad_scale, double *loss,
+                    floating *grad, Py_ssize_t ldg) noexcept nogil:
+    """Losses (and gradients, unless grad is NULL) of n rows: one transposed
+    tile when K < SHORT_ROW (n <= XENT_TILE), else row by row; a row whose
+    target is ignore_index gets loss 0 and gradient 0.  grad may be z."""
+    cdef Py_ssize_t i, k, y
+    if K < SHORT_ROW:
+        xent_short_rows(t, z, ldz, K, n, target, ignore_index, probs, ldp, weight, weight_sum,
+                        smoothing, grad_scale, loss, grad, ldg)
+        return
+    for i in range(n):
+        y = target[i] if target != NULL else 0
+        if target != NULL and y == ignore_index:
+            loss[i] = 0.0
+            if grad != NULL:
+                for k in range(K):
+                    grad[i * ldg + k] = 0
+        else:
+            xent_row(t, z + i * ldz, K, y, at(probs, i * ldp), weight, weight_sum, smoothing,
+                     grad_scale, &loss[i], <floating *>at(grad, i * ldg))
+
+
 cdef int xent_targets(Py_ssize_t N, Py_ssize_t K, const Py_ssize_t[::1] target,
                       const floating[:, :] probs, const floating[::1] weight,
                       const Py_ssize_t **y0, const floating **p0, Py_ssize_t *ldp,
@@ -218,7 +243,7 @@ def cross_entropy(*, const floating[:, :] logits not None, const Py_ssize_t[::1]
     index the logits with it).  With K = 0 every loss is 0 (a sum of no terms).
     """
     cdef Py_ssize_t size = sizeof(floating)
-    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], r, k, y
+    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], r, r0, per_tile
     cdef Py_ssize_t ldz, ldp, ldg = 0
     cdef const floating *z0
     cdef const floating *p0
@@ -238,27 +263,15 @@ def cross_entropy(*, const floating[:, :] logits not None, const Py_ssize_t[::1]
     t = table_for(z0)
     if grad is not None:
         g0, ldg = &grad[0, 0], grad.strides[0] // size
-    if K < SHORT_ROW:
-        with nogil:
-            for r in prange((N + XENT_TILE - 1) // XENT_TILE, schedule="static",
-                            num_threads=num_threads):
-                y = r * XENT_TILE  # first row of the tile
-                xent_short_rows(t, z0 + y * ldz, ldz, K, min(XENT_TILE, N - y),
-                                y0 + y if y0 != NULL else NULL, ignore_index,
-                                at(p0, y * ldp), ldp, w0, weight_sum, smoothing, grad_scale,
-                                &loss[y], <floating *>at(g0, y * ldg), ldg)
-        return
+    # short rows in transposed tiles of XENT_TILE rows, longer ones a row at a time
+    per_tile = XENT_TILE if K < SHORT_ROW else 1
     with nogil:
-        for r in prange(N, schedule="static", num_threads=num_threads):
-            y = y0[r] if y0 != NULL else 0
-            if y0 != NULL and y == ignore_index:
-                loss[r] = 0.0
-                if g0 != NULL:
-                    for k in range(K):
-                        g0[r * ldg + k] = 0
-            else:
-                xent_row(t, z0 + r * ldz, K, y, at(p0, r * ldp), w0, weight_sum, smoothing,
-                         grad_scale, &loss[r], <floating *>at(g0, r * ldg))
+        for r in prange((N + per_tile - 1) // per_tile, schedule="static",
+                        num_threads=num_threads):
+            r0 = r * per_tile  # first row of the tile
+            xent_tile(t, z0 + r0 * ldz, ldz, K, min(per_tile, N - r0), at(y0, r0), ignore_index,
+                      at(p0, r0 * ldp), ldp, w0, weight_sum, smoothing, grad_scale, &loss[r0],
+                      <floating *>at(g0, r0 * ldg), ldg)
 
 
 # ---- Jacobians -------------------------------------------------------------------

@@ -294,14 +294,13 @@ def cross_entropy_half(*, int fmt, const uint16_t[:, :] logits not None,
     float32.  `grad` may be `logits` itself."""
     cdef Py_ssize_t size = sizeof(uint16_t)
     cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], ldz = logits.strides[0] // size
-    cdef Py_ssize_t ldp, ldg = 0, per_tile, tiles, it, r0, n, i, k, y, capacity
+    cdef Py_ssize_t ldp, ldg = 0, per_tile, tiles, it, r0, n, capacity
     cdef const float *p0
     cdef const float *w0
     cdef const Py_ssize_t *y0
     cdef uint16_t *g0 = NULL
     cdef double weight_sum
     cdef float *scratch
-    cdef float *row
     cdef const sx_table *t = sx_table_f32
     cdef const sx_half_table *h = half_table(fmt)
     cdef int failed = 0
@@ -333,21 +332,9 @@ def cross_entropy_half(*, int fmt, const uint16_t[:, :] logits not None,
             r0 = it * per_tile
             n = min(per_tile, N - r0)
             h.load(&logits[0, 0] + r0 * ldz, ldz, scratch, K, n, K)
-            if K < SHORT_ROW:
-                xent_short_rows(t, scratch, K, K, n, at(y0, r0), ignore_index, at(p0, r0 * ldp),
-                                ldp, w0, weight_sum, smoothing, grad_scale, &loss[r0],
-                                scratch if g0 != NULL else NULL, K)
-            else:
-                for i in range(n):
-                    row = scratch + i * K
-                    y = y0[r0 + i] if y0 != NULL else 0
-                    if y0 != NULL and y == ignore_index:
-                        loss[r0 + i] = 0.0
-                        for k in range(K):
-                            row[k] = 0
-                    else:
-                        xent_row(t, row, K, y, at(p0, (r0 + i) * ldp), w0, weight_sum, smoothing,
-                                 grad_scale, &loss[r0 + i], row if g0 != NULL else NULL)
+            xent_tile(t, scratch, K, K, n, at(y0, r0), ignore_index, at(p0, r0 * ldp), ldp, w0,
+                      weight_sum, smoothing, grad_scale, &loss[r0],
+                      scratch if g0 != NULL else NULL, K)
             if g0 != NULL:
                 h.store(scratch, K, g0 + r0 * ldg, ldg, n, K)
         free(scratch)
