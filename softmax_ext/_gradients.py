@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Optional, Union, cast, overload
 
 import numpy as np
@@ -324,8 +324,6 @@ def cross_entropy(
     """
     smoothing = _check_options(label_smoothing, reduction)
     z = as_float_array(logits, "logits")
-    fmt = half_format(z.dtype)  # 16-bit logits: float32 arithmetic inside the kernel
-    compute_dtype = FLOAT32 if fmt is not None else z.dtype
     single = z.ndim == 1
     if single:
         z = z[None, :]
@@ -333,25 +331,54 @@ def cross_entropy(
         target = t[None] if t.ndim in (0, 1) else t
     if z.ndim != 2:
         raise ValueError(f"logits must have shape (N, K) or (K,), got {np.shape(logits)}")
+    loss_rows, grad, denominator = cross_entropy_rows(
+        z, target, weight, ignore_index, smoothing, reduction, return_grad, num_threads)
+    loss = _reduce(loss_rows, reduction, denominator, z.dtype)
+    if single and reduction == "none":
+        loss = cast(np.ndarray, loss)[0]
+    if grad is None:
+        return loss
+    return loss, (grad[0] if single else grad)
+
+
+def cross_entropy_rows(z: np.ndarray, target: ArrayLike, weight: Optional[ArrayLike],
+                       ignore_index: int, smoothing: float, reduction: str, return_grad: bool,
+                       num_threads: Optional[int], denominator: Optional[float] = None
+                       ) -> tuple[np.ndarray, Optional[np.ndarray], float]:
+    """Per-row losses (float64), the gradient (or None) and the mean's
+    denominator for (N, K) logits `z` (a float array, any dtype of the rule).
+
+    The gradient is scaled for `reduction` by the denominator of this batch,
+    or by `denominator` when given: a block of a larger batch
+    (softmax_ext.dask) takes the whole batch's.
+    """
+    fmt = half_format(z.dtype)  # 16-bit logits: float32 arithmetic inside the kernel
+    compute_dtype = FLOAT32 if fmt is not None else z.dtype
     N, K = z.shape
     w = _class_weight(weight, K, compute_dtype)
     targets = _targets(target, N, K, compute_dtype, w, ignore_index)
-    scale = targets.grad_scale(reduction)
+    if denominator is not None:
+        targets = replace(targets, denominator=denominator)
     z = _rows_contiguous(z)
     loss_rows = np.empty(N, np.float64)
     grad = np.empty_like(z, order="C") if return_grad else None
     kernel, half = (_kernels.cross_entropy, {}) if fmt is None else \
         (_kernels.cross_entropy_half, {"fmt": fmt})
     kernel(logits=kernel_storage(z), target=targets.index, probs=targets.probs, weight=w,
-           ignore_index=targets.ignore_index, smoothing=smoothing, grad_scale=scale,
-           loss=loss_rows, grad=kernel_storage(grad),
+           ignore_index=targets.ignore_index, smoothing=smoothing,
+           grad_scale=targets.grad_scale(reduction), loss=loss_rows, grad=kernel_storage(grad),
            num_threads=resolve_num_threads(num_threads, z.size), **half)
-    loss = _reduce(loss_rows, reduction, targets.denominator, z.dtype)
-    if single and reduction == "none":
-        loss = cast(np.ndarray, loss)[0]
-    if grad is None:
-        return loss
-    return loss, (grad[0] if single else grad)
+    return loss_rows, grad, targets.denominator
+
+
+def target_denominator(target: ArrayLike, K: int, dtype: np.dtype, weight: Optional[ArrayLike],
+                       ignore_index: int) -> float:
+    """What reduction="mean" divides by for these targets (checked as
+    cross_entropy checks them) over K classes, logits of `dtype`."""
+    compute_dtype = FLOAT32 if half_format(dtype) is not None else dtype
+    w = _class_weight(weight, K, compute_dtype)
+    t = np.asarray(target)
+    return _targets(t, len(t), K, compute_dtype, w, ignore_index).denominator
 
 
 @overload
@@ -451,14 +478,28 @@ def linear_cross_entropy(
     x_arr, W_arr, b_arr = _linear_inputs(x, W, b)
     if x_arr.ndim != 2:
         raise ValueError(f"x must have shape (N, D), got {x_arr.shape}")
-    N, K = x_arr.shape[0], W_arr.shape[0]
-    w = _class_weight(weight, K, x_arr.dtype)
-    targets = _targets(target, N, K, x_arr.dtype, w, ignore_index)
-    chunk_rows = None if chunk_size is None else _check_count(chunk_size, "chunk_size")
-    layer = ChunkedLinearCrossEntropy(x_arr, W_arr, b_arr, targets, w, smoothing, reduction,
-                                      return_grad, chunk_rows, num_threads)
+    layer = linear_layer(x_arr, W_arr, b_arr, target, weight, ignore_index, smoothing, reduction,
+                         return_grad, chunk_size, num_threads)
     layer.run()
-    loss = _reduce(layer.loss_rows, reduction, targets.denominator, x_arr.dtype)
+    loss = _reduce(layer.loss_rows, reduction, layer.targets.denominator, x_arr.dtype)
     if layer.grads is None:
         return loss
-    return loss, (layer.grads.dx, layer.grads.dW, layer.grads.db)
+    return loss, (cast(np.ndarray, layer.grads.dx), layer.grads.dW, layer.grads.db)
+
+
+def linear_layer(x: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], target: ArrayLike,
+                 weight: Optional[ArrayLike], ignore_index: int, smoothing: float,
+                 reduction: str, return_grad: bool, chunk_size: Optional[int],
+                 num_threads: Optional[int], denominator: Optional[float] = None,
+                 input_grad: bool = True) -> ChunkedLinearCrossEntropy:
+    """The layer for validated x (N, D), W, b (from _linear_inputs), ready to
+    run; gradients scaled by `denominator` when given, as in cross_entropy_rows;
+    no dx (nor its GEMM) unless `input_grad`."""
+    N, K = x.shape[0], W.shape[0]
+    w = _class_weight(weight, K, x.dtype)
+    targets = _targets(target, N, K, x.dtype, w, ignore_index)
+    if denominator is not None:
+        targets = replace(targets, denominator=denominator)
+    chunk_rows = None if chunk_size is None else _check_count(chunk_size, "chunk_size")
+    return ChunkedLinearCrossEntropy(x, W, b, targets, w, smoothing, reduction, return_grad,
+                                     chunk_rows, num_threads, input_grad)

@@ -208,6 +208,13 @@ def planned_view(a: np.ndarray, axes: tuple[int, ...], max_strided_length: Optio
     reduced axes longer than that are never taken strided (``cols``)."""
     plan = plan_for(a, axes)
     view = plan.view(a)
+    if view is None and not a.flags.aligned:
+        # Misaligned data (unpickled buffers: dask workers): an aligned copy
+        # in the same memory order keeps the route, hence the bits, of the
+        # aligned original.
+        a = np.copy(a, order="K")
+        plan = plan_for(a, axes)
+        view = plan.view(a)
     too_long = max_strided_length is not None and view is not None and \
         view.shape[1] > max_strided_length
     if view is None or (plan.kind == "cols" and too_long):

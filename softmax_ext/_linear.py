@@ -65,10 +65,10 @@ def blas_threads() -> int:
 
 @dataclasses.dataclass
 class Gradients:
-    """dx (N, D), dW (K, D), db (K,) or None, and dW_block, the temporary
-    through which later chunks add to dW."""
+    """dx (N, D) or None (not asked for), dW (K, D), db (K,) or None, and
+    dW_block, the temporary through which later chunks add to dW."""
 
-    dx: np.ndarray
+    dx: Optional[np.ndarray]
     dW: np.ndarray
     db: Optional[np.ndarray]
     dW_block: np.ndarray
@@ -79,13 +79,14 @@ class ChunkedLinearCrossEntropy:
 
     x (N, D), W (K, D) and b (K,) or None share one float dtype; `targets`
     and `weight` are as prepared by _gradients.  `run()` fills `loss_rows`
-    (float64, one per row) and, with `return_grad`, `grads`.
+    (float64, one per row) and, with `return_grad`, `grads` (without dx and
+    its GEMM when `input_grad` is false).
     """
 
     def __init__(self, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], targets: _Targets,
                  weight: Optional[np.ndarray], smoothing: float, reduction: str,
                  return_grad: bool, chunk_rows: Optional[int],
-                 num_threads: Optional[int]):
+                 num_threads: Optional[int], input_grad: bool = True):
         self.x, self.W, self.b = x, W, b
         self.targets, self.weight, self.smoothing = targets, weight, smoothing
         self.scale = targets.grad_scale(reduction)
@@ -104,7 +105,7 @@ class ChunkedLinearCrossEntropy:
         self.logits = np.empty((self.rows, self.class_width), dtype)
         dW_block_classes = max(1, min(K, DW_BLOCK_BYTES // max(1, D * dtype.itemsize)))
         self.grads = Gradients(
-            dx=np.zeros((N, D), dtype), dW=np.zeros((K, D), dtype),
+            dx=np.zeros((N, D), dtype) if input_grad else None, dW=np.zeros((K, D), dtype),
             db=np.zeros(K, dtype) if b is not None else None,
             dW_block=np.empty((dW_block_classes, D), dtype)) if return_grad else None
 
@@ -129,7 +130,8 @@ class ChunkedLinearCrossEntropy:
             grad_scale=self.scale, loss=self.loss_rows[start:stop],
             grad=z if self.grads is not None else None, num_threads=self.threads)
         if self.grads is not None:
-            np.matmul(z, self.W, out=self.grads.dx[start:stop])
+            if self.grads.dx is not None:
+                np.matmul(z, self.W, out=self.grads.dx[start:stop])
             self._add_weight_grad(self.grads, z, start, stop, 0)
 
     # ---- one chunk of rows, a block of classes at a time -------------------------
@@ -162,7 +164,8 @@ class ChunkedLinearCrossEntropy:
                 num_threads=self.threads)
             if ignored is not None:
                 z[ignored] = 0
-            grads.dx[start:stop] += z @ self.W[first:last]
+            if grads.dx is not None:
+                grads.dx[start:stop] += z @ self.W[first:last]
             self._add_weight_grad(grads, z, start, stop, first)
 
     def _loss_from_stats(self, stats: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:

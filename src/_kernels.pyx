@@ -636,3 +636,4 @@ def cols(*, int op, const floating[:, :, :] x not None, const floating[:, :, :] 
 
 include "gradients.pxi"
 include "half_precision.pxi"
+include "split_axis.pxi"

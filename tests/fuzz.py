@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # reference.py, when run as a sc
 import reference as ref  # noqa: E402
 
 import softmax_ext as sx  # noqa: E402
-from softmax_ext import _kernels, _linear, _threads  # noqa: E402
+from softmax_ext import _kernels, _linear, _split, _threads  # noqa: E402
 
 SENTINEL = 0xFF
 PAD = 64  # guard bytes on each side of every operand
@@ -415,7 +415,61 @@ def fuzz_jacobians(case: Case, dtype):
     case.check_memory()
 
 
-FUZZERS = [fuzz_softmax_family] * 4 + [fuzz_cross_entropy] * 2 + [fuzz_linear, fuzz_jacobians]
+def fuzz_split_axis(case: Case, dtype):
+    """The kernels of softmax_ext.dask (through softmax_ext._split): an array
+    cut along its reduced axis into 2-3 blocks, each an operand in its own
+    layout; per-block statistics, their merge, then each block normalised."""
+    rng = case.rng
+    ndim = int(rng.integers(1, 4))
+    axis = int(rng.integers(ndim))
+    K = min(int(rng.choice(CLASS_COUNTS[2:])), 3000)
+    shape = _shape_with_classes(rng, ndim, K, axis)
+    cuts = sorted(int(c) for c in rng.choice(np.arange(1, K), size=min(2, K - 1), replace=False))
+    name = str(rng.choice(["softmax", "log_softmax", "logsumexp", "softmax_backward",
+                           "log_softmax_backward"]))
+    op = getattr(_kernels.Op, name.upper())
+    case.log.append(f"split {name} {np.dtype(dtype).name} shape={shape} axis={axis} cuts={cuts}")
+    backward = name.endswith("backward")
+    x_values = _normal(rng)(shape).astype(dtype)
+    g_values = _normal(rng)(shape).astype(dtype) if backward else None
+    blocks = [case.input(piece.shape, dtype, lambda s, piece=piece: np.resize(piece, s))
+              for piece in np.split(x_values, cuts, axis)]
+    grads = [case.input(piece.shape, dtype, lambda s, piece=piece: np.resize(piece, s))
+             for piece in np.split(g_values, cuts, axis)] if backward else [None] * len(blocks)
+    case.snapshot()
+    axes = (axis,)
+    stats = np.concatenate([_split.block_statistics(b, g, op=op, axes=axes, num_threads=None)
+                            for b, g in zip(blocks, grads)], axis=axis)
+    merged = _split.merge_statistics(stats, axes)
+    # the values the blocks hold (an aliased view holds other values than it was filled with)
+    x64 = np.concatenate([np.array(b, np.float64) for b in blocks], axis=axis)
+    scale = None
+    if name == "logsumexp":
+        result = np.squeeze(_split.log_sum(merged)[0], axis=axis)
+        want = ref.logsumexp(x64, axis) if x64.size else np.empty(result.shape)
+    else:
+        result = np.concatenate([_split.normalize(b, merged, g, op=op, axes=axes, num_threads=None)
+                                 for b, g in zip(blocks, grads)], axis=axis)
+        _require(result.dtype == dtype, f"result dtype {result.dtype}", case.log)
+        if name == "softmax":
+            want = ref.softmax(x64, axis)
+        elif name == "log_softmax":
+            want = ref.log_softmax(x64, axis)
+        else:
+            g64 = np.concatenate([np.array(g, np.float64) for g in grads], axis=axis)
+            if name == "softmax_backward":
+                want = x64 * (g64 - (g64 * x64).sum(axis=axis, keepdims=True))
+                terms = np.abs(g64) * np.abs(x64)
+                scale = np.abs(x64) * terms.sum(axis=axis, keepdims=True)
+            else:
+                want = ref.log_softmax_backward(x64, g64, axis)
+                scale = np.exp(x64) * np.abs(g64).sum(axis=axis, keepdims=True)
+    _close(result, want, dtype, name, case.log, scale)
+    case.check_memory()
+
+
+FUZZERS = [fuzz_softmax_family] * 4 + [fuzz_cross_entropy] * 2 + [fuzz_linear, fuzz_jacobians,
+                                                                 fuzz_split_axis]
 
 
 @contextlib.contextmanager
@@ -439,7 +493,7 @@ def run_case(seed: int) -> None:
     fuzzer = FUZZERS[int(rng.integers(len(FUZZERS)))]
     # the softmax family and cross_entropy also run their float16 kernels (16-bit
     # storage, float32 arithmetic)
-    half_kernels = fuzzer in (fuzz_softmax_family, fuzz_cross_entropy)
+    half_kernels = fuzzer in (fuzz_softmax_family, fuzz_cross_entropy, fuzz_split_axis)
     dtypes = [np.float32, np.float64] + ([np.float16] if half_kernels else [])
     dtype = dtypes[int(rng.integers(len(dtypes)))]
     isa, threads = str(rng.choice(ISAS)), int(rng.integers(1, 9))

@@ -1,8 +1,9 @@
-"""Smoke test of examples/softmax_regression.py (needs scikit-learn's bundled digits)."""
+"""Smoke tests of the examples: softmax_regression.py (needs scikit-learn's bundled digits) and dask_training.py (needs dask)."""
 
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "softmax_regression.py"
@@ -34,3 +35,19 @@ def test_without_scikit_learn_the_example_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_sklearn)
     with pytest.raises(ImportError, match=r"softmax_ext\[examples\]"):
         example.train(epochs=1, verbose=False)
+
+
+DASK_EXAMPLE = EXAMPLE.parent / "dask_training.py"
+
+
+def test_dask_training_learns_on_a_local_cluster():
+    pytest.importorskip("distributed")
+    spec = importlib.util.spec_from_file_location("dask_training", DASK_EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    result = example.train(rows=20_000, features=16, chunk_rows=2_000, epochs=8, verbose=False)
+    losses = result["losses"]
+    assert abs(losses[0] - np.log(10)) < 1e-6  # W = 0: uniform predictions
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:]))
+    # close to the hidden model's own accuracy on the held-out rows, far above chance
+    assert result["accuracy"] > max(0.3, result["hidden_model_accuracy"] - 0.05)
