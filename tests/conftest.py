@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import sys
@@ -30,6 +31,25 @@ def exact_threads(monkeypatch):
     from softmax_ext import _threads
 
     monkeypatch.setattr(_threads, "MIN_ELEMENTS_PER_THREAD", 1)
+
+
+@contextlib.contextmanager
+def environ_kept():
+    """Restore os.environ on exit: dask.distributed's nanny writes
+    OMP_NUM_THREADS=1 (and others) into the environment of the process that
+    starts a LocalCluster, which would reach every later subprocess."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def kept_environ():
+    with environ_kept():
+        yield
 
 
 @pytest.fixture
@@ -68,7 +88,7 @@ def run_python(args, cwd, **env):
     return result.stdout.strip()
 
 
-__all__ = ["sx", "run_python", "ISAS", "assert_close", "bits", "tolerances"]
+__all__ = ["sx", "run_python", "ISAS", "assert_close", "bits", "tolerances", "environ_kept"]
 
 
 def pytest_report_header(config):

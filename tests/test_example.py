@@ -40,7 +40,7 @@ def test_without_scikit_learn_the_example_says_what_to_install(monkeypatch):
 DASK_EXAMPLE = EXAMPLE.parent / "dask_training.py"
 
 
-def test_dask_training_learns_on_a_local_cluster():
+def test_dask_training_learns_on_a_local_cluster(kept_environ):
     pytest.importorskip("distributed")
     spec = importlib.util.spec_from_file_location("dask_training", DASK_EXAMPLE)
     example = importlib.util.module_from_spec(spec)
