@@ -82,12 +82,17 @@ def as_float_array(x: object, name: str, dtype: Optional[np.dtype] = None) -> np
     return arr if arr.dtype == target else arr.astype(target)
 
 
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype a result of `dtype` is computed in: float32 for the 16-bit
+    formats, else `dtype` itself."""
+    return FLOAT32 if half_format(dtype) is not None else dtype
+
+
 def as_native_array(x: object, name: str) -> np.ndarray:
     """`as_float_array` for the functions without 16-bit kernels yet (the
     Jacobians, weight_grad and the losses): 16-bit floats become float32."""
     arr = np.asarray(x)
-    target = result_dtype(arr.dtype, name)
-    return as_float_array(arr, name, FLOAT32 if half_format(target) is not None else target)
+    return as_float_array(arr, name, compute_dtype(result_dtype(arr.dtype, name)))
 
 
 def common_float_arrays(a: object, b: object, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:

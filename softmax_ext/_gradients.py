@@ -20,7 +20,8 @@ from numpy.typing import ArrayLike
 
 from . import _kernels
 from ._core import softmax
-from ._dtypes import FLOAT32, as_float_array, as_native_array, half_format, kernel_storage
+from ._dtypes import (as_float_array, as_native_array, compute_dtype, half_format,
+                      kernel_storage)
 from ._layout import Plan, kernel_contiguous, normalize_axis
 from ._linear import ChunkedLinearCrossEntropy
 from ._threads import _check_count, resolve_num_threads
@@ -353,10 +354,10 @@ def cross_entropy_rows(z: np.ndarray, target: ArrayLike, weight: Optional[ArrayL
     (softmax_ext.dask) takes the whole batch's.
     """
     fmt = half_format(z.dtype)  # 16-bit logits: float32 arithmetic inside the kernel
-    compute_dtype = FLOAT32 if fmt is not None else z.dtype
+    computed_in = compute_dtype(z.dtype)
     N, K = z.shape
-    w = _class_weight(weight, K, compute_dtype)
-    targets = _targets(target, N, K, compute_dtype, w, ignore_index)
+    w = _class_weight(weight, K, computed_in)
+    targets = _targets(target, N, K, computed_in, w, ignore_index)
     if denominator is not None:
         targets = replace(targets, denominator=denominator)
     z = _rows_contiguous(z)
@@ -375,10 +376,10 @@ def target_denominator(target: ArrayLike, K: int, dtype: np.dtype, weight: Optio
                        ignore_index: int) -> float:
     """What reduction="mean" divides by for these targets (checked as
     cross_entropy checks them) over K classes, logits of `dtype`."""
-    compute_dtype = FLOAT32 if half_format(dtype) is not None else dtype
-    w = _class_weight(weight, K, compute_dtype)
+    computed_in = compute_dtype(dtype)
+    w = _class_weight(weight, K, computed_in)
     t = np.asarray(target)
-    return _targets(t, len(t), K, compute_dtype, w, ignore_index).denominator
+    return _targets(t, len(t), K, computed_in, w, ignore_index).denominator
 
 
 @overload

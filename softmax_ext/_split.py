@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from . import _kernels
-from ._dtypes import FLOAT32, as_float_array, common_float_arrays, half_format
+from ._dtypes import as_float_array, common_float_arrays, compute_dtype
 from ._layout import Plan, input_view, planned_view
 from ._threads import resolve_num_threads
 
@@ -44,10 +44,10 @@ def _operands(x: np.ndarray, grad: Optional[np.ndarray]
         x, grad = common_float_arrays(x, grad, ("x", "grad"))
     else:
         x = as_float_array(x, "x")
-    dtype = x.dtype
-    if half_format(dtype) is not None:
-        x = x.astype(FLOAT32)
-        grad = None if grad is None else grad.astype(FLOAT32)
+    dtype, computed_in = x.dtype, compute_dtype(x.dtype)
+    if computed_in != dtype:
+        x = x.astype(computed_in)
+        grad = None if grad is None else grad.astype(computed_in)
     return x, grad, dtype
 
 

@@ -58,7 +58,7 @@ except ImportError as _error:  # pragma: no cover - depends on the installation
     ) from _error
 
 from . import _core, _gradients, _kernels, _split
-from ._dtypes import common_dtype, half_format, result_dtype
+from ._dtypes import common_dtype, compute_dtype, half_format, result_dtype
 from ._threads import _check_count
 
 __all__ = [
@@ -543,8 +543,7 @@ def cross_entropy(logits: da.Array, target: da.Array, *, weight: Optional[Any] =
     dtype = result_dtype(z.dtype, "logits")
     K = z.shape[1]
     kind = _target_kind(t, K)
-    compute_dtype = np.dtype(np.float32) if half_format(dtype) is not None else dtype
-    w = _gradients._class_weight(weight, K, compute_dtype)
+    w = _gradients._class_weight(weight, K, compute_dtype(dtype))
     denominator = _denominator(t, kind, K, dtype, w, ignore_index)
     outputs: list[tuple[str, tuple[int, ...], np.dtype]] = [("rows", (), np.dtype(np.float64))]
     if return_grad:
