@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _kernels
-from ._dtypes import as_float_array, common_float_arrays, half_format, kernel_storage
+from ._dtypes import as_float_array, common_float_arrays, compute_dtype, half_format, kernel_storage
 from ._layout import (
     check_out,
     input_view,
@@ -276,17 +276,30 @@ def _logsumexp_kernel(arr: np.ndarray, axes: tuple[int, ...], reduced_shape: tup
     return lse.reshape(reduced_shape).astype(arr.dtype)  # a C-order copy; keeps 0-d
 
 
-def _weighted_logsumexp(arr: np.ndarray, weights: np.ndarray, axes: tuple[int, ...]
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """(log|sum b e^a|, sign of the sum) over `axes`, scipy's semantics."""
-    compute = np.float64 if arr.dtype == np.float64 else np.float32  # 16-bit: in float32
-    a_c, b_c = arr.astype(compute), weights.astype(compute)
+def weighted_exp_terms(a: np.ndarray, b: np.ndarray, axes: tuple[int, ...]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(m, terms) of sum(b e^a) over `axes`, in the compute dtype (16-bit: float32).
+
+    m: the max of a where b != 0 (keepdims; -inf where there is none, NaN
+    with a NaN); terms: b e^(a - shift) elementwise, shift = m where finite
+    else 0, and 0 where b == 0 (even where a is infinite).
+    """
+    computed_in = compute_dtype(a.dtype)
+    a_c, b_c = a.astype(computed_in), b.astype(computed_in)
     taking_part = b_c != 0
     masked = np.where(taking_part, a_c, -np.inf)
     with np.errstate(invalid="ignore", over="ignore"):
-        shift = np.max(masked, axis=axes, keepdims=True, initial=-np.inf)
-        shift = np.where(np.isfinite(shift), shift, 0.0)
-        terms = np.where(taking_part, b_c * np.exp(masked - shift), 0.0)
+        m = np.max(masked, axis=axes, keepdims=True, initial=-np.inf)
+        terms = np.where(taking_part, b_c * np.exp(masked - np.where(np.isfinite(m), m, 0.0)), 0.0)
+    return m, terms
+
+
+def _weighted_logsumexp(arr: np.ndarray, weights: np.ndarray, axes: tuple[int, ...]
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(log|sum b e^a|, sign of the sum) over `axes`, scipy's semantics."""
+    m, terms = weighted_exp_terms(arr, weights, axes)
+    shift = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
         total = np.sum(terms, axis=axes, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         lse = np.log(np.abs(total)) + shift

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import _kernels
 from ._dtypes import as_float_array, common_float_arrays, compute_dtype
+from ._core import weighted_exp_terms
 from ._layout import Plan, input_view, planned_view
 from ._threads import resolve_num_threads
 
@@ -113,19 +114,13 @@ def block_statistics(x: np.ndarray, grad: Optional[np.ndarray] = None, *, op: in
 def weighted_block_statistics(a: np.ndarray, b: np.ndarray, *, axes: tuple[int, ...]) -> np.ndarray:
     """`FORWARD_STATS` of sum(b exp(a)) over one block, for logsumexp's `b`:
     the max of a where b != 0, the signed sum relative to it as excess (no
-    ties).  numpy arithmetic, as the numpy logsumexp does it with `b`."""
+    ties; a NaN makes both NaN, which the merge keeps).  The numpy
+    logsumexp's arithmetic with `b`, summed in float64."""
     a, b = common_float_arrays(a, b, ("a", "b"))
-    compute = np.float64 if a.dtype == np.float64 else np.float32
-    a_c, b_c = a.astype(compute), b.astype(compute)
-    taking_part = b_c != 0
-    masked = np.where(taking_part & ~np.isnan(a_c), a_c, -np.inf)
-    stats = np.empty(tuple(1 if ax in axes else n for ax, n in enumerate(a.shape)), FORWARD_STATS)
-    with np.errstate(invalid="ignore", over="ignore"):
-        m = np.max(masked, axis=axes, keepdims=True, initial=-np.inf)
-        shift = np.where(np.isfinite(m), m, 0.0)
-        terms = np.where(taking_part, b_c * np.exp(a_c - shift), 0.0)
-        stats["max"] = m
-        stats["excess"] = np.sum(terms, axis=axes, keepdims=True, dtype=np.float64)
+    m, terms = weighted_exp_terms(a, b, axes)
+    stats = np.empty(m.shape, FORWARD_STATS)
+    stats["max"] = m
+    stats["excess"] = np.sum(terms, axis=axes, keepdims=True, dtype=np.float64)
     stats["ties"] = 0.0
     return stats
 
