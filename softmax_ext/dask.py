@@ -139,12 +139,16 @@ def _merged_statistics(op: int, x: da.Array, grad: Optional[da.Array], axes: tup
     """Per-slice statistics of the whole reduced axes: one task per block,
     then dask's tree reduction over the blocks along `axes`."""
     stats_dtype = np.dtype(np.float64) if grad is not None else _split.FORWARD_STATS
-    per_block = tuple((1,) * len(c) if ax in axes else c for ax, c in enumerate(x.chunks))
     arrays = (x,) if grad is None else (x, grad)
     stats = da.map_blocks(_split.block_statistics, *arrays, op=op, axes=axes,
-                          num_threads=threads, chunks=per_block, dtype=stats_dtype,
+                          num_threads=threads, chunks=_per_block(x, axes), dtype=stats_dtype,
                           meta=_meta(x.ndim, stats_dtype))
     return _merge(stats, axes)
+
+
+def _per_block(x: da.Array, axes: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Chunks of per-block statistics: length one per block along `axes`."""
+    return tuple((1,) * len(c) if ax in axes else c for ax, c in enumerate(x.chunks))
 
 
 def _merge(stats: da.Array, axes: tuple[int, ...]) -> da.Array:
@@ -308,7 +312,7 @@ def logsumexp(a: da.Array, axis: Axis = -1, b: Optional[Any] = None, keepdims: b
     axes = _core._reduced_axes(axis, a.ndim)
     threads = _threads(num_threads)
     arrays = (a,) if weights is None else (a, weights)
-    per_block = tuple((1,) * len(c) if ax in axes else c for ax, c in enumerate(a.chunks))
+    per_block = _per_block(a, axes)
     stacked = ((2,),) if return_sign else ()  # (lse, sign) on a new first axis
     new_axis = [0] if return_sign else []
     if not _split_over_blocks(a, axes):
