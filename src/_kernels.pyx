@@ -193,6 +193,10 @@ cdef inline void forward_finish(const sx_table *t, int op, const floating *x, fl
         t.row_log_normalize(x, out, n, shift, log(total))
 
 
+cdef inline bint is_backward(int op) noexcept nogil:
+    return op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD
+
+
 cdef inline double backward_reduce(const sx_table *t, int op, const floating *y,
                                    const floating *g, Py_ssize_t n) noexcept nogil:
     # softmax: <g, p>;  log_softmax: sum(g)
@@ -223,7 +227,7 @@ cdef void whole_row(const sx_table *t, int op, const floating *x, const floating
                     floating *out, floating *lse, Py_ssize_t K) noexcept nogil:
     """`op` on one contiguous row of K elements, by the calling thread."""
     cdef double shift, total, ties
-    if op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD:
+    if is_backward(op):
         backward_finish(t, op, x, g, out, K, backward_reduce(t, op, x, g, K))
         return
     shift = forward_shift(op, t.row_max(x, K))
@@ -285,7 +289,7 @@ cdef int rows_kernel_split(int op, const floating *x, Py_ssize_t ldx, const floa
     parallel, and the per-piece results are combined serially in piece order.
     Returns -1, having done nothing, when its scratch cannot be allocated."""
     cdef const sx_table *t = table_for(x)
-    cdef bint backward = op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD
+    cdef bint backward = is_backward(op)
     cdef Py_ssize_t pieces = (K + SX_CHUNK - 1) // SX_CHUNK
     cdef Py_ssize_t items = rows * pieces
     cdef Py_ssize_t it, r, c, start, n
@@ -370,7 +374,7 @@ cdef void strip_kernel(const sx_table *t, int op, const floating *x, Py_ssize_t 
     cdef const floating *src = x
     cdef const floating *grad = g
     cdef Py_ssize_t lds = ldx, ldgrad = ldg
-    if op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD:
+    if is_backward(op):
         # sum of g (times p for softmax), copying g (and p) to the stage
         if op == SOFTMAX_BACKWARD:
             t.col_dot(g, ldg, x, ldx, K, w, total, stage, <floating *>at(stage, K * w), w)
@@ -542,14 +546,19 @@ cdef int check_threads(int num_threads) except -1:
     return 0
 
 
+cdef int check_op(int op, bint has_grad) except -1:
+    """`op` is one of Op, and grad is given for, and only for, a backward op."""
+    if not SOFTMAX <= op <= LOG_SOFTMAX_BACKWARD:
+        raise ValueError(f"unknown op {op}")
+    if has_grad != is_backward(op):
+        raise ValueError("grad is required by, and only by, the backward ops")
+    return 0
+
+
 cdef int check_request(int op, bint has_grad, bint has_out, bint has_lse,
                        int num_threads) except -1:
     """The operands `op` needs are given, and no others."""
-    if not SOFTMAX <= op <= LOG_SOFTMAX_BACKWARD:
-        raise ValueError(f"unknown op {op}")
-    backward = op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD
-    if has_grad != backward:
-        raise ValueError("grad is required by, and only by, the backward ops")
+    check_op(op, has_grad)
     if has_out == (op == LOGSUMEXP) or has_lse != (op == LOGSUMEXP):
         raise ValueError("LOGSUMEXP writes lse only; every other op writes out only")
     return check_threads(num_threads)

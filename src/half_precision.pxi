@@ -85,7 +85,7 @@ cdef void half_long_row(const sx_table *t, const sx_half_table *h, int op, const
     through a scratch of 2 * SX_CHUNK floats."""
     cdef float *xs = scratch
     cdef float *gs = scratch + SX_CHUNK
-    cdef bint backward = op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD
+    cdef bint backward = is_backward(op)
     cdef double m = -INFINITY, piece_max, shift = 0.0, total = 0.0, ties = 0.0, piece_ties
     cdef Py_ssize_t pieces = (K + SX_CHUNK - 1) // SX_CHUNK, piece, start, n
     if not backward:

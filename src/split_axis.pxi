@@ -24,10 +24,6 @@ cdef enum:
     SPLIT_PARAMS = 2          # shift, total
 
 
-cdef inline bint is_backward(int op) noexcept nogil:
-    return op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD
-
-
 cdef void row_split_stats(const sx_table *t, int op, const floating *x, const floating *g,
                           Py_ssize_t K, double *stats) noexcept nogil:
     cdef double m, ties
@@ -151,10 +147,7 @@ def split_stats(*, int op, const floating[:, :, :] x not None,
     cdef Py_ssize_t columns = SPLIT_BACKWARD_STATS if is_backward(op) else SPLIT_FORWARD_STATS
     cdef const floating *gp = NULL
     cdef Py_ssize_t go = 0, gk = 0
-    if not SOFTMAX <= op <= LOG_SOFTMAX_BACKWARD:
-        raise ValueError(f"unknown op {op}")
-    if (grad is not None) != is_backward(op):
-        raise ValueError("grad is required by, and only by, the backward ops")
+    check_op(op, grad is not None)
     check_threads(num_threads)
     shape = (outer, K, inner)
     check_view("x", 3, &x.shape[0], &x.strides[0], &x[0, 0, 0], size, shape, True)
@@ -195,10 +188,9 @@ def split_finish(*, int op, const floating[:, :, :] x not None,
     cdef Py_ssize_t outer = x.shape[0], K = x.shape[1], inner = x.shape[2]
     cdef const floating *gp = NULL
     cdef Py_ssize_t go = 0, gk = 0
-    if not SOFTMAX <= op <= LOG_SOFTMAX_BACKWARD or op == LOGSUMEXP:
-        raise ValueError(f"unknown op {op}")
-    if (grad is not None) != is_backward(op):
-        raise ValueError("grad is required by, and only by, the backward ops")
+    check_op(op, grad is not None)
+    if op == LOGSUMEXP:  # its result is the merged statistics themselves
+        raise ValueError(f"unknown op {op} for split_finish")
     check_threads(num_threads)
     shape = (outer, K, inner)
     check_view("x", 3, &x.shape[0], &x.strides[0], &x[0, 0, 0], size, shape, True)
