@@ -93,6 +93,10 @@ cdef enum:
     # scratch and run through the column primitives, vectorising across rows:
     # a short row alone leaves most vector lanes and the lane reduction idle.
     SHORT_ROW = 32
+    # Rows shorter than this go through the sweeps ROW_GROUP at a time
+    # (whole_rows), which hides each row's latency behind the next row's work.
+    LONG_ROW = 4096
+    ROW_GROUP = 4
     # Per-thread scratch for staging column tiles, shared by the staged
     # operands (one forward, two backward).  Measured on a 512 KiB-L2 Zen 3:
     # wide tiles (long contiguous runs per strided row) matter more than
@@ -223,20 +227,42 @@ cdef inline const element *at(const element *p, Py_ssize_t offset) noexcept nogi
     return p + offset if p != NULL else NULL
 
 
-cdef void whole_row(const sx_table *t, int op, const floating *x, const floating *g,
-                    floating *out, floating *lse, Py_ssize_t K) noexcept nogil:
-    """`op` on one contiguous row of K elements, by the calling thread."""
-    cdef double shift, total, ties
-    if is_backward(op):
-        backward_finish(t, op, x, g, out, K, backward_reduce(t, op, x, g, K))
-        return
-    shift = forward_shift(op, t.row_max(x, K))
-    if op == LOGSUMEXP:
-        total = t.row_exp_excess(x, K, shift, &ties)
-        lse[0] = <floating>log_sum_exp(shift, total, ties)
-        return
-    total = t.row_exp_sum(x, out if op == SOFTMAX else NULL, K, shift)
-    forward_finish(t, op, x, out, K, shift, total)
+cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ldx,
+                     const floating *g, Py_ssize_t ldg, floating *out, Py_ssize_t ldo,
+                     floating *lse, Py_ssize_t lde, Py_ssize_t count, Py_ssize_t K) noexcept nogil:
+    """`op` on `count` contiguous rows of K elements (row i at x + i*ldx, its
+    logsumexp at lse[i*lde]), by the calling thread.
+
+    ROW_GROUP rows at a time go through each sweep together (every max, then
+    every sum, then every normalisation), so that the CPU overlaps one row's
+    dependency chain (max -> exp -> sum -> 1/sum -> scale) with the next
+    row's work; each row still gets exactly the primitives, hence the bits,
+    it would get alone."""
+    cdef double shift[ROW_GROUP]
+    cdef double total[ROW_GROUP]
+    cdef double ties
+    cdef Py_ssize_t group, first, i, n
+    for group in range((count + ROW_GROUP - 1) // ROW_GROUP):
+        first = group * ROW_GROUP
+        n = min(ROW_GROUP, count - first)
+        if is_backward(op):
+            for i in range(first, first + n):
+                total[i - first] = backward_reduce(t, op, x + i * ldx, g + i * ldg, K)
+            for i in range(first, first + n):
+                backward_finish(t, op, x + i * ldx, g + i * ldg, out + i * ldo, K, total[i - first])
+            continue
+        for i in range(first, first + n):
+            shift[i - first] = forward_shift(op, t.row_max(x + i * ldx, K))
+        if op == LOGSUMEXP:
+            for i in range(first, first + n):
+                total[i - first] = t.row_exp_excess(x + i * ldx, K, shift[i - first], &ties)
+                lse[i * lde] = <floating>log_sum_exp(shift[i - first], total[i - first], ties)
+            continue
+        for i in range(first, first + n):
+            total[i - first] = t.row_exp_sum(x + i * ldx, out + i * ldo if op == SOFTMAX else NULL,
+                                             K, shift[i - first])
+        for i in range(first, first + n):
+            forward_finish(t, op, x + i * ldx, out + i * ldo, K, shift[i - first], total[i - first])
 
 
 cdef inline void short_row_softmax_backward(const floating *p, const floating *g, floating *out,
@@ -277,9 +303,12 @@ cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating 
         if rows_kernel_split(op, x, ldx, g, ldg, out, ldo, lse, rows, K, num_threads) == 0:
             return
         # (no memory for the per-piece scratch: whole rows still work)
-    for r in prange(rows, schedule="static", num_threads=num_threads):
-        whole_row(t, op, x + r * ldx, at(g, r * ldg), <floating *>at(out, r * ldo),
-                  <floating *>at(lse, r), K)
+    cdef Py_ssize_t group = ROW_GROUP if K < LONG_ROW else 1
+    cdef Py_ssize_t groups = (rows + group - 1) // group
+    for r in prange(groups, schedule="static", num_threads=num_threads):
+        whole_rows(t, op, x + r * group * ldx, ldx, at(g, r * group * ldg), ldg,
+                   <floating *>at(out, r * group * ldo), ldo, <floating *>at(lse, r * group), 1,
+                   min(group, rows - r * group), K)
 
 
 cdef int rows_kernel_split(int op, const floating *x, Py_ssize_t ldx, const floating *g,
@@ -359,7 +388,7 @@ cdef void strip_kernel(const sx_table *t, int op, const floating *x, Py_ssize_t 
                        const floating *g, Py_ssize_t ldg, floating *out, Py_ssize_t ldo,
                        floating *lse, Py_ssize_t K, Py_ssize_t w, floating *stage) noexcept nogil:
     """One strip of w <= SX_STRIP contiguous columns of a (K, .) slab: the
-    column counterpart of whole_row.
+    column counterpart of whole_rows.
 
     With `stage` (room for 2*K*w values) the strided operands are read once,
     into a contiguous copy (fused with the max sweep), the middle sweep runs
@@ -465,7 +494,7 @@ cdef void tiles_kernel(int op, const floating *x, Py_ssize_t xo, Py_ssize_t xk, 
     (see strip_kernel and transposed_tile), w shrinking as K grows; when even
     a 16-column tile does not fit, unit-stride columns are reduced without
     it.  Without memory for a scratch, short rows (non-unit columns, which
-    only rows views have: k is contiguous there) fall back to whole_row.
+    only rows views have: k is contiguous there) fall back to whole_rows.
     """
     cdef const sx_table *t = table_for(x)
     cdef Py_ssize_t width = SX_STRIP, tiles, it, o, j0, w, j
@@ -495,10 +524,9 @@ cdef void tiles_kernel(int op, const floating *x, Py_ssize_t xo, Py_ssize_t xk, 
                                 <floating *>at(out, o * oo + j0 * oj), ok, oj,
                                 <floating *>at(lse, o * lo + j0 * lj), K, w, scratch)
             else:  # no memory for a tile of short rows: row by row
-                for j in range(j0, j0 + w):
-                    whole_row(t, op, x + o * xo + j * xj, at(g, o * go + j * gj),
-                              <floating *>at(out, o * oo + j * oj),
-                              <floating *>at(lse, o * lo + j * lj), K)
+                whole_rows(t, op, x + o * xo + j0 * xj, xj, at(g, o * go + j0 * gj), gj,
+                           <floating *>at(out, o * oo + j0 * oj), oj,
+                           <floating *>at(lse, o * lo + j0 * lj), lj, w, K)
         free(scratch)
 
 

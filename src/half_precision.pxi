@@ -71,9 +71,7 @@ cdef void half_rows_tile(const sx_table *t, const sx_half_table *h, int op,
         transposed_tile(t, op, xs, 1, K, gs, 1, K, results, 1, K, lse, K, n,
                         scratch + 2 * capacity)
     else:
-        for i in range(n):
-            whole_row(t, op, xs + i * K, at(gs, i * K), <float *>at(results, i * K),
-                      <float *>at(lse, i), K)
+        whole_rows(t, op, xs, K, gs, K, results, K, lse, 1, n, K)
     if out != NULL:
         h.store(xs, K, out, ldo, n, K)
 

@@ -91,6 +91,10 @@ typedef struct sx_half_table {
 #define SX_CAT3(a, b, c) SX_CAT3_(a, b, c)
 #define SX_NAME(f) SX_CAT3(f, SX_DTYPE, SX_ISA)
 
+/* exp of a whole group in one vector, per instantiation (row_kernels_impl.h) */
+#define SX_VECTOR_EXP_NONE 0
+#define SX_VECTOR_EXP_AVX512 1
+
 /* float16 conversions in hardware, per instantiation (half_convert_impl.h) */
 #define SX_HALF_HW_NONE 0
 #define SX_HALF_HW_F16C 1
@@ -106,7 +110,9 @@ typedef struct sx_half_table {
 #define SX_ISA portable
 #define SX_TARGET
 #define SX_HALF_HW SX_HALF_HW_NONE
+#define SX_VECTOR_EXP SX_VECTOR_EXP_NONE
 #include "sx_instantiate.h"
+#undef SX_VECTOR_EXP
 #undef SX_HALF_HW
 #undef SX_TARGET
 #undef SX_ISA
@@ -123,7 +129,9 @@ static const char *const sx_isa_names[] = {"portable", "avx2", "avx512"};
 #define SX_ISA avx2
 #define SX_TARGET __attribute__((target("avx2,fma,f16c")))
 #define SX_HALF_HW SX_HALF_HW_F16C /* every AVX2 CPU has F16C */
+#define SX_VECTOR_EXP SX_VECTOR_EXP_NONE
 #include "sx_instantiate.h"
+#undef SX_VECTOR_EXP
 #undef SX_HALF_HW
 #undef SX_TARGET
 #undef SX_ISA
@@ -136,7 +144,9 @@ static const char *const sx_isa_names[] = {"portable", "avx2", "avx512"};
     __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c,prefer-vector-width=512")))
 #endif
 #define SX_HALF_HW SX_HALF_HW_F16C
+#define SX_VECTOR_EXP SX_VECTOR_EXP_AVX512 /* VSCALEF */
 #include "sx_instantiate.h"
+#undef SX_VECTOR_EXP
 #undef SX_HALF_HW
 #undef SX_TARGET
 #undef SX_ISA
@@ -197,7 +207,9 @@ static const char *const sx_isa_names[] = {"portable", "neon"};
 #define SX_ISA neon
 #define SX_TARGET
 #define SX_HALF_HW SX_HALF_HW_NEON
+#define SX_VECTOR_EXP SX_VECTOR_EXP_NONE
 #include "sx_instantiate.h"
+#undef SX_VECTOR_EXP
 #undef SX_HALF_HW
 #undef SX_TARGET
 #undef SX_ISA

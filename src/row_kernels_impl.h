@@ -23,17 +23,19 @@
  * Reductions that need accuracy (sums, dot products) accumulate in double in
  * a fixed shape: within a block of SX_BLOCK elements, SX_LANES accumulators in
  * SX_T added as a tree; block sums added in double into a chunk sum; chunk
- * sums (SX_CHUNK elements) added in double.  A caller that splits a long row into SX_CHUNK-aligned pieces and
- * adds the piece sums in order gets the very same bits as one call over the
- * whole row: that is what makes results independent of the thread count.
+ * sums (SX_CHUNK elements) added in double.  A caller that splits a long row
+ * into SX_CHUNK-aligned pieces and adds the piece sums in order gets the
+ * very same bits as one call over the whole row: that is what makes results independent of the thread count.
  *
  * exp is an inline polynomial: x = n ln2 + r with a Cody-Waite split of ln2,
- * |r| <= ln2/2, e^r by its Taylor series (degree 7 for float, 13 for double),
- * times 2^n built from exponent bits in two halves so that results in the
- * subnormal range come out right.  No libm call, so the loops vectorise
- * without -ffast-math; inputs are clamped so that -inf -> 0, large -> +inf,
- * and NaN passes through.  Measured over every float in [-104, 88.7]: at most
- * 1.22 ulp (SSE2) and 0.94 ulp (AVX2+FMA).
+ * |r| <= ln2/2, e^r by a polynomial (float: minimax of degree 6; double:
+ * Taylor to degree 13), times 2^n: built from exponent bits in two halves,
+ * so that results in the subnormal range come out right, or on AVX-512 by
+ * VSCALEF, the same bits in one instruction (a whole vector at a time,
+ * sx_exp_group).  No libm call, so the loops vectorise without -ffast-math;
+ * inputs are clamped so that -inf -> 0, large -> +inf, and NaN passes
+ * through.  float, measured over every float in [-104, 88.72]: at most
+ * 1.34 ulp (SSE2) and 1.06 ulp (AVX2+FMA and AVX-512, bitwise equal).
  */
 
 /* Counters as wide as SX_T, so that counting loops vectorise beside SX_T ones. */
@@ -59,29 +61,63 @@
 #define SX_LN2_LO 1.4286068203094172e-06f
 #endif
 
+/* Clamp x to [SX_EXP_LOW, SX_EXP_HIGH] (NaN passes), then n = round(x / ln2)
+ * by the shifter trick (one fused multiply-add and one subtraction) and the
+ * reduced argument r = x - n ln2 in two steps.  Written once for scalars and
+ * vectors: MAX(c, x) and MIN(c, x) return x when it is NaN, FMA(a, b, c) is
+ * a b + c, FNMA(a, b, c) is c - a b, SET(c) a constant. */
+#define SX_EXP_REDUCE(x, n, r, MAX, MIN, FMA, FNMA, SUB, SET)        \
+    x = MAX(SET(SX_EXP_LOW), x);                                      \
+    x = MIN(SET(SX_EXP_HIGH), x);                                     \
+    n = SUB(FMA(x, SET(SX_LOG2E), SET(SX_SHIFTER)), SET(SX_SHIFTER)); \
+    r = FNMA(n, SET(SX_LN2_HI), x);                                   \
+    r = FNMA(n, SET(SX_LN2_LO), r);
+
+/* e^r on |r| <= ln2/2 by Horner's rule: double by its Taylor series to degree 13. */
+#if SX_F64
+#define SX_EXP_POLY(p, r, FMA, SET)                                                            \
+    p = FMA(SET(1.0 / 6227020800.0), r, SET(1.0 / 479001600.0));                              \
+    p = FMA(p, r, SET(1.0 / 39916800.0));                                                     \
+    p = FMA(p, r, SET(1.0 / 3628800.0));                                                      \
+    p = FMA(p, r, SET(1.0 / 362880.0));                                                       \
+    p = FMA(p, r, SET(1.0 / 40320.0));                                                        \
+    p = FMA(p, r, SET(1.0 / 5040.0));                                                         \
+    p = FMA(p, r, SET(1.0 / 720.0));                                                          \
+    p = FMA(p, r, SET(1.0 / 120.0));                                                          \
+    p = FMA(p, r, SET(1.0 / 24.0));                                                           \
+    p = FMA(p, r, SET(1.0 / 6.0));                                                            \
+    p = FMA(p, r, SET(0.5));                                                                  \
+    p = FMA(p, r, SET(1.0));                                                                  \
+    p = FMA(p, r, SET(1.0));
+#else
+/* float: the minimax polynomial of degree 6 for the relative error on
+   [-ln2/2, ln2/2] with p(0) = 1 (Lawson's algorithm; 2.0e-9 before rounding
+   the coefficients to float), one multiply-add fewer than Taylor's degree 7
+   at the same accuracy. */
+#define SX_EXP_POLY(p, r, FMA, SET)                                                            \
+    p = FMA(SET(0.0013843653723597527f), r, SET(0.00837415549904108f));                       \
+    p = FMA(p, r, SET(0.04166800156235695f));                                                 \
+    p = FMA(p, r, SET(0.16666431725025177f));                                                 \
+    p = FMA(p, r, SET(0.4999999403953552f));                                                  \
+    p = FMA(p, r, SET(1.0f));                                                                 \
+    p = FMA(p, r, SET(1.0f));
+#endif
+
+/* Comparisons are false for NaN, so NaN survives the clamp. */
+#define SX_SCALAR_MAX(c, x) ((x) < (c) ? (c) : (x))
+#define SX_SCALAR_MIN(c, x) ((x) > (c) ? (c) : (x))
+#define SX_SCALAR_FMA(a, b, c) ((a) * (b) + (c)) /* contracted where the target has FMA */
+#define SX_SCALAR_FNMA(a, b, c) ((c) - (a) * (b))
+#define SX_SCALAR_SUB(a, b) ((a) - (b))
+#define SX_SCALAR_SET(c) ((SX_T)(c))
+
 SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_exp)(SX_T x)
 {
-    /* Comparisons are false for NaN, so NaN survives the clamp. */
-    x = x < SX_EXP_LOW ? SX_EXP_LOW : x;
-    x = x > SX_EXP_HIGH ? SX_EXP_HIGH : x;
-    const SX_T n = (x * SX_LOG2E + SX_SHIFTER) - SX_SHIFTER; /* round(x / ln2) */
-    SX_T r = x - n * SX_LN2_HI;
-    r = r - n * SX_LN2_LO;
+    SX_T n, r, p;
+    SX_EXP_REDUCE(x, n, r, SX_SCALAR_MAX, SX_SCALAR_MIN, SX_SCALAR_FMA, SX_SCALAR_FNMA,
+                  SX_SCALAR_SUB, SX_SCALAR_SET)
+    SX_EXP_POLY(p, r, SX_SCALAR_FMA, SX_SCALAR_SET)
 #if SX_F64
-    double p = 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
     /* 2^n as 2^half * 2^(n - half); both halves are normal numbers.  The
        integers are read off the bits of (value + SX_SHIFTER), which avoids
        64-bit conversions and shifts that AVX2 lacks. */
@@ -95,14 +131,6 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_exp)(SX_T x)
     const uint64_t scale2_bits = (rest_bits - 0x4338000000000000ull + 1023u) << 52;
     double scale1, scale2;
 #else
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
     const float n_biased = n + SX_SHIFTER;
     uint32_t n_bits;
     memcpy(&n_bits, &n_biased, sizeof n_bits);
@@ -117,19 +145,100 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_exp)(SX_T x)
     return p * scale1 * scale2;
 }
 
+/* SX_LANES values per group: one 64-byte AVX-512 vector, two AVX2 vectors. */
+#define SX_LANES ((ptrdiff_t)(64 / sizeof(SX_T)))
+
+/* v[j] = sx_exp(v[j]) for one group of SX_LANES values, bit for bit.  With
+ * AVX-512 the group is one vector and VSCALEF multiplies by 2^n in one
+ * instruction (rounding once, subnormal results included), in place of the
+ * integer construction of 2^n in two halves: half the instructions. */
+SX_ALWAYS_INLINE SX_TARGET void SX_NAME(sx_exp_group)(SX_T *v)
+{
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
+#if SX_F64
+#define SX_V(f) _mm512_##f##_pd
+#define SX_VT __m512d
+#else
+#define SX_V(f) _mm512_##f##_ps
+#define SX_VT __m512
+#endif
+    /* max and min return their second operand when either is NaN */
+    SX_VT x = SX_V(loadu)(v), n, r, p;
+    SX_EXP_REDUCE(x, n, r, SX_V(max), SX_V(min), SX_V(fmadd), SX_V(fnmadd), SX_V(sub), SX_V(set1))
+    SX_EXP_POLY(p, r, SX_V(fmadd), SX_V(set1))
+    SX_V(storeu)(v, SX_V(scalef)(p, n));
+#undef SX_VT
+#undef SX_V
+#else
+    SX_PRAGMA(omp simd)
+    for (ptrdiff_t j = 0; j < SX_LANES; ++j) { v[j] = SX_NAME(sx_exp)(v[j]); }
+#endif
+}
+
+/* acc[0] + ... + acc[SX_LANES - 1] as a tree: the upper half of the lanes
+ * added onto the lower half, then the upper half of those, down to one
+ * (((a0 + a8) + (a4 + a12)) + ((a2 + a10) + ...)) for 16 lanes).  AVX-512
+ * adds the same pairs, in vector registers. */
+SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_sum)(SX_T *acc)
+{
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512 && SX_F64
+    const __m512d all = _mm512_loadu_pd(acc);
+    const __m256d four = _mm256_add_pd(_mm512_castpd512_pd256(all), _mm512_extractf64x4_pd(all, 1));
+    const __m128d two = _mm_add_pd(_mm256_castpd256_pd128(four), _mm256_extractf128_pd(four, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(two, _mm_unpackhi_pd(two, two)));
+#elif SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
+    const __m512 all = _mm512_loadu_ps(acc);
+    const __m256 eight = _mm256_add_ps(_mm512_castps512_ps256(all), _mm512_extractf32x8_ps(all, 1));
+    const __m128 four = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
+    const __m128 two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+    return _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)));
+#else
+    SX_UNROLL(8)
+    for (ptrdiff_t width = SX_LANES / 2; width > 0; width /= 2) {
+        SX_UNROLL(16)
+        for (ptrdiff_t j = 0; j < width; ++j) { acc[j] += acc[j + width]; }
+    }
+    return acc[0];
+#endif
+}
+
 #undef SX_EXP_LOW
 #undef SX_EXP_HIGH
 #undef SX_SHIFTER
 #undef SX_LOG2E
 #undef SX_LN2_HI
 #undef SX_LN2_LO
+#undef SX_EXP_REDUCE
+#undef SX_EXP_POLY
+#undef SX_SCALAR_MAX
+#undef SX_SCALAR_MIN
+#undef SX_SCALAR_FMA
+#undef SX_SCALAR_FNMA
+#undef SX_SCALAR_SUB
+#undef SX_SCALAR_SET
 
-/* SX_LANES values per group: one 64-byte AVX-512 vector, two AVX2 vectors. */
-#define SX_LANES ((ptrdiff_t)(64 / sizeof(SX_T)))
+/* The exponentials of one group of lanes, e_j = exp(ARG_J) for the lane j
+ * of the group, when USES_EXP is 1.  With a vector exp (AVX-512) they are
+ * computed first, the whole group at once, into e[]; otherwise each is
+ * computed where SX_EXP_LANE reads it, inside the value loop, which the
+ * compilers vectorise best as one loop. */
+#if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
+#define SX_EXP_GROUP(e, ARG_J, USES_EXP)                                       \
+    if (USES_EXP) {                                                          \
+        SX_PRAGMA(omp simd)                                                  \
+        for (ptrdiff_t j = 0; j < SX_LANES; ++j) { e[j] = ARG_J; }           \
+        SX_NAME(sx_exp_group)(e);                                            \
+    }
+#define SX_EXP_LANE(e, j, ARG_J, USES_EXP) ((USES_EXP) ? e[j] : (SX_T)0)
+#else
+#define SX_EXP_GROUP(e, ARG_J, USES_EXP)
+#define SX_EXP_LANE(e, j, ARG_J, USES_EXP) ((USES_EXP) ? SX_NAME(sx_exp)(ARG_J) : (SX_T)0)
+#endif
 
-/* Runs v = EXPR(A[i], B[i], C[i]) over i in [0, n) in groups of SX_LANES,
- * calling STORE(i, lane, v) for each value, lane = i mod SX_LANES (an operand
- * EXPR ignores may repeat A).
+/* Runs v = EXPR(e, A[i], B[i], C[i]) over i in [0, n) in groups of SX_LANES,
+ * with e = exp(ARG(A[i], B[i], C[i])) when USES_EXP is 1 (else 0), calling
+ * STORE(i, lane, v) for each value, lane = i mod SX_LANES (an operand the
+ * expressions ignore may repeat A).
  * The last, partial group of a row goes through the same vector code on
  * zero-padded copies of its operands, with the extra lanes masked to 0, so
  * short rows never fall into a scalar loop of polynomial exps.  With SUM
@@ -137,20 +246,25 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_exp)(SX_T x)
  * top: one accumulator per lane within a block, lanes added as a tree,
  * blocks and chunks in double.  The lane arithmetic is the same on every
  * instruction set. */
-#define SX_LANE_LOOP(n, A, B, C, EXPR, STORE, SUM)                                   \
+#define SX_LANE_LOOP(n, A, B, C, ARG, USES_EXP, EXPR, STORE, SUM)                   \
     double total = 0.0;                                                             \
     for (ptrdiff_t chunk = 0; chunk < (n); chunk += SX_CHUNK) {                     \
         const ptrdiff_t chunk_end = SX_MIN((n), chunk + SX_CHUNK);                  \
         double chunk_sum = 0.0;                                                     \
         for (ptrdiff_t block = chunk; block < chunk_end; block += SX_BLOCK) {       \
             const ptrdiff_t block_end = SX_MIN(chunk_end, block + SX_BLOCK);        \
-            SX_T acc[SX_LANES];                                                     \
+            SX_T acc[SX_LANES], e[SX_LANES];                                        \
+            (void)e; /* unused without a vector exp */                              \
             for (ptrdiff_t j = 0; j < SX_LANES; ++j) { acc[j] = 0; }                \
             ptrdiff_t i = block;                                                    \
             for (; i + SX_LANES <= block_end; i += SX_LANES) {                      \
+                SX_EXP_GROUP(e, ARG((A)[i + j], (B)[i + j], (C)[i + j]), USES_EXP)  \
                 SX_PRAGMA(omp simd)                                                 \
                 for (ptrdiff_t j = 0; j < SX_LANES; ++j) {                          \
-                    const SX_T sx_value = EXPR((A)[i + j], (B)[i + j], (C)[i + j]); \
+                    const SX_T sx_exp_j =                                           \
+                        SX_EXP_LANE(e, j, ARG((A)[i + j], (B)[i + j], (C)[i + j]), USES_EXP); \
+                    const SX_T sx_value = EXPR(sx_exp_j, (A)[i + j], (B)[i + j], (C)[i + j]); \
+                    (void)sx_exp_j;                                                 \
                     STORE(i + j, j, sx_value);                                      \
                     if (SUM) { acc[j] += sx_value; }                                \
                 }                                                                   \
@@ -163,36 +277,35 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_exp)(SX_T x)
                     pad_b[j] = j < rem ? (B)[i + j] : 0;                            \
                     pad_c[j] = j < rem ? (C)[i + j] : 0;                            \
                 }                                                                   \
-                (void)pad_b; /* unused when EXPR reads fewer operands */            \
+                (void)pad_b; /* unused when the expressions read fewer operands */  \
                 (void)pad_c;                                                        \
+                SX_EXP_GROUP(e, ARG(pad_a[j], pad_b[j], pad_c[j]), USES_EXP)        \
                 SX_PRAGMA(omp simd)                                                 \
                 for (ptrdiff_t j = 0; j < SX_LANES; ++j) {                          \
-                    const SX_T sx_value = EXPR(pad_a[j], pad_b[j], pad_c[j]);       \
+                    const SX_T sx_exp_j =                                           \
+                        SX_EXP_LANE(e, j, ARG(pad_a[j], pad_b[j], pad_c[j]), USES_EXP); \
+                    const SX_T sx_value = EXPR(sx_exp_j, pad_a[j], pad_b[j], pad_c[j]); \
+                    (void)sx_exp_j;                                                 \
                     tail[j] = j < rem ? sx_value : 0;                               \
                     if (SUM) { acc[j] += tail[j]; }                                 \
                 }                                                                   \
                 for (ptrdiff_t j = 0; j < rem; ++j) { STORE(i + j, j, tail[j]); }   \
             }                                                                       \
-            if (SUM) {                                                              \
-                SX_UNROLL(8)                                                        \
-                for (ptrdiff_t width = SX_LANES / 2; width > 0; width /= 2) {       \
-                    SX_UNROLL(16)                                                   \
-                    for (ptrdiff_t j = 0; j < width; ++j) { acc[j] += acc[j + width]; } \
-                }                                                                   \
-                chunk_sum += acc[0];                                                \
-            }                                                                       \
+            if (SUM) { chunk_sum += SX_NAME(sx_lane_sum)(acc); }                    \
         }                                                                           \
         total += chunk_sum;                                                         \
     }
 
+#define SX_NO_ARG(a, b, c) ((SX_T)0)
 #define SX_NO_STORE(i, lane, v) ((void)0)
 
 /* ---- rows: the reduced axis is contiguous ---------------------------------- */
 
 /* Largest element, NaN ignored (a NaN reaches the result through the sum).
- * One running maximum per lane, updated element-wise: gcc and clang both
- * vectorise that select (clang leaves a scalar max reduction unvectorised
- * unless fast-math promises no NaN). */
+ * One running maximum per lane, updated element-wise (gcc and clang both
+ * vectorise that select; clang leaves a scalar max reduction unvectorised
+ * unless fast-math promises no NaN), the last partial group padded with
+ * -inf, and the lanes reduced as a tree: a short path for short rows. */
 static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n)
 {
     const SX_T *x = (const SX_T *)xv;
@@ -205,10 +318,22 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n)
             lane_max[j] = x[i + j] > lane_max[j] ? x[i + j] : lane_max[j];
         }
     }
-    SX_T m = -(SX_T)INFINITY;
-    for (; i < n; ++i) { m = x[i] > m ? x[i] : m; }
-    for (ptrdiff_t j = 0; j < SX_LANES; ++j) { m = lane_max[j] > m ? lane_max[j] : m; }
-    return m;
+    if (i < n) {
+        SX_T tail[SX_LANES];
+        for (ptrdiff_t j = 0; j < SX_LANES; ++j) { tail[j] = i + j < n ? x[i + j] : -(SX_T)INFINITY; }
+        SX_PRAGMA(omp simd)
+        for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
+            lane_max[j] = tail[j] > lane_max[j] ? tail[j] : lane_max[j];
+        }
+    }
+    SX_UNROLL(8)
+    for (ptrdiff_t width = SX_LANES / 2; width > 0; width /= 2) {
+        SX_UNROLL(16)
+        for (ptrdiff_t j = 0; j < width; ++j) {
+            lane_max[j] = lane_max[j + width] > lane_max[j] ? lane_max[j + width] : lane_max[j];
+        }
+    }
+    return lane_max[0];
 }
 
 /* sum_i exp(x_i - shift); also stores the terms in out unless it is NULL. */
@@ -217,15 +342,16 @@ static SX_TARGET double SX_NAME(row_exp_sum)(const void *xv, void *outv, ptrdiff
 {
     const SX_T *x = (const SX_T *)xv, shift = (SX_T)shift_d;
     SX_T *out = (SX_T *)outv;
-#define SX_SHIFTED_EXP(a, b, c) SX_NAME(sx_exp)((a) - shift)
+#define SX_SHIFTED(a, b, c) ((a) - shift)
+#define SX_EXP_VALUE(e, a, b, c) (e)
 #define SX_STORE_OUT(i, lane, v) (out[i] = (v))
     if (out == NULL) {
-        SX_LANE_LOOP(n, x, x, x, SX_SHIFTED_EXP, SX_NO_STORE, 1);
+        SX_LANE_LOOP(n, x, x, x, SX_SHIFTED, 1, SX_EXP_VALUE, SX_NO_STORE, 1);
         return total;
     }
-    SX_LANE_LOOP(n, x, x, x, SX_SHIFTED_EXP, SX_STORE_OUT, 1);
+    SX_LANE_LOOP(n, x, x, x, SX_SHIFTED, 1, SX_EXP_VALUE, SX_STORE_OUT, 1);
     return total;
-#undef SX_SHIFTED_EXP
+#undef SX_EXP_VALUE
 }
 
 /* sum_i (exp(x_i - shift) - [x_i == shift]) in row_exp_sum's blocked order,
@@ -238,10 +364,11 @@ static SX_TARGET double SX_NAME(row_exp_excess)(const void *xv, ptrdiff_t n, dou
 {
     const SX_T *x = (const SX_T *)xv, shift = (SX_T)shift_d;
     SX_COUNT_T tie_lanes[SX_LANES] = {0};
-#define SX_EXCESS_EXP(a, b, c) (SX_NAME(sx_exp)((a) - shift) - ((a) == shift ? (SX_T)1 : (SX_T)0))
+#define SX_EXCESS(e, a, b, c) ((e) - ((a) == shift ? (SX_T)1 : (SX_T)0))
 #define SX_COUNT_TIE(i, lane, v) (tie_lanes[lane] += x[i] == shift)
-    SX_LANE_LOOP(n, x, x, x, SX_EXCESS_EXP, SX_COUNT_TIE, 1);
-#undef SX_EXCESS_EXP
+    SX_LANE_LOOP(n, x, x, x, SX_SHIFTED, 1, SX_EXCESS, SX_COUNT_TIE, 1);
+#undef SX_SHIFTED
+#undef SX_EXCESS
 #undef SX_COUNT_TIE
     int64_t count = 0; /* lanes of SX_T's width vectorise; each holds < 2^31 */
     for (ptrdiff_t j = 0; j < SX_LANES; ++j) { count += tie_lanes[j]; }
@@ -274,19 +401,19 @@ static SX_TARGET double SX_NAME(row_dot)(const void *av, const void *bv, const v
 {
     const SX_T *a = (const SX_T *)av, *b = (const SX_T *)bv, *c = (const SX_T *)cv;
     const SX_T shift = (SX_T)shift_d;
-#define SX_A(a, b, c) ((a) - shift)
-#define SX_AB(a, b, c) (((a) - shift) * (b))
-#define SX_ABC(a, b, c) (((a) - shift) * (b) * (c))
+#define SX_A(e, a, b, c) ((a) - shift)
+#define SX_AB(e, a, b, c) (((a) - shift) * (b))
+#define SX_ABC(e, a, b, c) (((a) - shift) * (b) * (c))
     if (b == NULL && c == NULL) {
-        SX_LANE_LOOP(n, a, a, a, SX_A, SX_NO_STORE, 1);
+        SX_LANE_LOOP(n, a, a, a, SX_NO_ARG, 0, SX_A, SX_NO_STORE, 1);
         return total;
     }
     if (b == NULL || c == NULL) {
         const SX_T *other = b == NULL ? c : b;
-        SX_LANE_LOOP(n, a, other, a, SX_AB, SX_NO_STORE, 1);
+        SX_LANE_LOOP(n, a, other, a, SX_NO_ARG, 0, SX_AB, SX_NO_STORE, 1);
         return total;
     }
-    SX_LANE_LOOP(n, a, b, c, SX_ABC, SX_NO_STORE, 1);
+    SX_LANE_LOOP(n, a, b, c, SX_NO_ARG, 0, SX_ABC, SX_NO_STORE, 1);
     return total;
 #undef SX_A
 #undef SX_AB
@@ -309,9 +436,11 @@ static SX_TARGET void SX_NAME(row_log_softmax_bwd)(const void *logpv, const void
 {
     const SX_T *logp = (const SX_T *)logpv, *g = (const SX_T *)gv, grad_sum = (SX_T)grad_sum_d;
     SX_T *out = (SX_T *)outv;
-#define SX_LOG_BWD(logp_i, g_i, unused) ((g_i) - SX_NAME(sx_exp)(logp_i) * grad_sum)
-    SX_LANE_LOOP(n, logp, g, g, SX_LOG_BWD, SX_STORE_OUT, 0);
+#define SX_LOG_P(logp_i, g_i, unused) (logp_i)
+#define SX_LOG_BWD(p_i, logp_i, g_i, unused) ((g_i) - (p_i) * grad_sum)
+    SX_LANE_LOOP(n, logp, g, g, SX_LOG_P, 1, SX_LOG_BWD, SX_STORE_OUT, 0);
     (void)total;
+#undef SX_LOG_P
 #undef SX_LOG_BWD
 }
 
@@ -335,6 +464,9 @@ static SX_TARGET void SX_NAME(row_xent_grad)(const void *ev, const void *uv, con
 
 #undef SX_STORE_OUT
 #undef SX_NO_STORE
+#undef SX_EXP_GROUP
+#undef SX_EXP_LANE
+#undef SX_NO_ARG
 #undef SX_LANE_LOOP
 #undef SX_LANES
 
