@@ -100,8 +100,9 @@ def short_benchmark(repeat_seconds: float) -> None:
     for done, (op, shape, axis) in enumerate(cases, 1):
         x, g = _bench.inputs_for(op, shape, np.float32, axis)
         calls = _bench.contenders(op, x, g, axis, threads)
-        ms = {name: 1e3 * _bench.median_seconds(call, min_seconds=repeat_seconds)
-              for name, call in calls.items() if name in ("softmax_ext", "numpy", "torch")}
+        timed = {name: call for name, call in calls.items() if name in ("softmax_ext", "numpy", "torch")}
+        ms = {name: 1e3 * seconds for name, seconds
+              in _bench.interleaved_median_seconds(timed, min_seconds=repeat_seconds).items()}
         peers = "  ".join(f"{ms[p] / ms['softmax_ext']:5.1f}x vs {p}" for p in ("numpy", "torch")
                           if p in ms)
         print(f"  [{done}/{len(cases)}] {op:<17} {str(shape):<14} axis {axis:>2}  "

@@ -37,6 +37,37 @@ def median_seconds(func: Timing, min_repeats: int = 5, min_seconds: float = 0.2,
     return float(np.median(times))
 
 
+def interleaved_median_seconds(calls: dict[str, Timing], min_rounds: int = 5,
+                               min_seconds: float = 0.2, max_rounds: int = 60,
+                               settle_seconds: float = 0.002) -> dict[str, float]:
+    """Median wall time of each call, measured in rounds that time every
+    call once, in a rotating order.
+
+    On a shared, noisy machine a slow spell then lands on every contender of
+    a round alike, instead of on whichever contender was being timed: the
+    ratios between contenders stay meaningful.  Before its timed call each
+    contender runs untimed for `settle_seconds` (at least once), so that the
+    thread pool of the one before (OpenMP, OpenBLAS, a peer's own) has
+    stopped spinning and does not slow it down.  `min_seconds` is per call.
+    """
+    names = list(calls)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    budget = min_seconds * len(names)
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < budget):
+        for name in names[rounds % len(names):] + names[:rounds % len(names)]:
+            settle = time.perf_counter()
+            calls[name]()
+            while time.perf_counter() - settle < settle_seconds:
+                calls[name]()
+            t0 = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
 # ---- the plain numpy formulas a user would write --------------------------------
 
 

@@ -1,8 +1,10 @@
 """Validation, thread control, configuration."""
 
+import itertools
 import os
 import platform
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -245,3 +247,30 @@ def test_public_api_is_typed():
 
     assert importlib.resources.files("softmax_ext").joinpath("py.typed").is_file()
     assert sx.softmax.__annotations__["return"] in ("np.ndarray", np.ndarray)
+
+
+def test_interleaved_median_seconds_times_every_call_in_each_round():
+    """The benchmarks' timer: rounds that time every call once, in a
+    rotating order, each after untimed calls that let other pools settle;
+    the result is each call's median."""
+    from softmax_ext import _bench
+
+    order = []
+
+    def make(name, seconds):
+        def call():
+            order.append(name)
+            time.sleep(seconds)
+        return call
+
+    calls = {"fast": make("fast", 0.0), "slow": make("slow", 0.004)}
+    result = _bench.interleaved_median_seconds(calls, min_rounds=6, min_seconds=0.0,
+                                               settle_seconds=0.003)
+    # rounds alternate fast-slow and slow-fast, so runs of a name join up
+    # across rounds: six rounds give F, S, F, S, F, S, F
+    runs = [(name, len(list(group))) for name, group in itertools.groupby(order)]
+    assert [name for name, _ in runs] == ["fast", "slow"] * 3 + ["fast"]
+    # slow: one settling call (4 ms > 3 ms) and one timed call, twice per run
+    assert [n for name, n in runs if name == "slow"] == [4, 4, 4]
+    assert all(n > 2 for name, n in runs if name == "fast")  # settling takes many fast calls
+    assert result["slow"] >= 0.004 > result["fast"]
