@@ -215,8 +215,8 @@ def main(argv=None):
             inputs = _inputs(kind, shape)
             calls = factory(*inputs, threads)
             _check_contenders(calls)
-            ms = {name: 1e3 * _bench.median_seconds(call, min_repeats=5, min_seconds=0.5)
-                  for name, call in calls.items()}
+            ms = {name: 1e3 * seconds for name, seconds
+                  in _bench.interleaved_median_seconds(calls, min_seconds=0.5).items()}
             peak = {name: _extra_peak_mib(kind, shape, name, threads) for name in calls}
             row = {"kind": kind, "shape": list(shape), "threads": threads, "ms": ms, "extra_peak_mib": peak}
             rows.append(row)

@@ -84,16 +84,16 @@ def _softmax_family(rows, dtype, threads):
             expected = func(wide).astype(dtype).astype(np.float32)
             got = func(x16, out=out16, num_threads=threads).astype(np.float32)
             np.testing.assert_array_equal(got, expected)
-            ms = {"sx16": _bench.median_seconds(lambda: func(x16, out=out16, num_threads=threads)),
-                  "sx32": _bench.median_seconds(lambda: func(wide, out=out32, num_threads=threads))}
+            calls = {"sx16": lambda: func(x16, out=out16, num_threads=threads),
+                     "sx32": lambda: func(wide, out=out32, num_threads=threads)}
             peer = _torch_call(op, x16, torch_dtype, threads) if torch_dtype else None
             if peer is not None:
                 call, as_bits = peer
                 # the peer is timed only if it computes the same thing (to 16-bit rounding)
                 theirs = as_bits(call()).view(dtype).astype(np.float32)
                 np.testing.assert_allclose(theirs, expected, rtol=2e-2, atol=2e-2)
-                ms["torch16"] = _bench.median_seconds(call)
-            _row(rows, op, dtype, shape, threads, ms)
+                calls["torch16"] = call
+            _row(rows, op, dtype, shape, threads, _bench.interleaved_median_seconds(calls))
 
 
 def _cross_entropy(rows, dtype, threads):
@@ -108,10 +108,8 @@ def _cross_entropy(rows, dtype, threads):
         loss, grad = sx.cross_entropy(x16, y, return_grad=True, num_threads=threads)
         want_loss, want_grad = sx.cross_entropy(wide, y, return_grad=True)
         np.testing.assert_array_equal(grad.view(np.uint16), want_grad.astype(dtype).view(np.uint16))
-        ms = {"sx16": _bench.median_seconds(
-                  lambda: sx.cross_entropy(x16, y, return_grad=True, num_threads=threads)),
-              "sx32": _bench.median_seconds(
-                  lambda: sx.cross_entropy(wide, y, return_grad=True, num_threads=threads))}
+        calls = {"sx16": lambda: sx.cross_entropy(x16, y, return_grad=True, num_threads=threads),
+                 "sx32": lambda: sx.cross_entropy(wide, y, return_grad=True, num_threads=threads)}
         if torch_dtype is not None:
             torch = _bench._optional_module("torch")
             torch.set_num_threads(threads)
@@ -140,7 +138,8 @@ def _cross_entropy(rows, dtype, threads):
                 "sx16": float(np.max(np.abs(grad.astype(np.float32) - want_grad))) / scale,
                 "torch16": float(np.max(np.abs(theirs - want_grad))) / scale},
                 "loss": {"float32": float(want_loss), "sx16": float(loss), "torch16": their_loss}}
-            ms["torch16"] = _bench.median_seconds(call)
+            calls["torch16"] = call
+        ms = _bench.interleaved_median_seconds(calls)
         _row(rows, "cross_entropy+grad", dtype, shape, threads, ms,
              accuracy if torch_dtype is not None else None)
 
