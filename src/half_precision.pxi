@@ -5,9 +5,9 @@
 # ------
 # The Python layer views float16 and ml_dtypes.bfloat16 arrays as uint16 and
 # names the format.  No kernel converts a whole array: each thread loads one
-# tile of 16-bit values into its float32 scratch (at most SX_CHUNK values
-# per operand, in L1/L2), runs the float32 code of _kernels.pyx on it in
-# cache, and stores the result back, rounded to nearest even (the sx_half_table
+# tile of 16-bit values into its float32 scratch (rows of about HALF_TILE
+# values per operand, in L1, or one whole row), runs the float32 code of
+# _kernels.pyx on it in cache, and stores the result back, rounded to nearest even (the sx_half_table
 # primitives of half_convert_impl.h).  Memory traffic is that of the 16-bit
 # array, and the routes are the float32 ones (short rows as transposed tiles,
 # column strips, long rows in SX_CHUNK pieces whose sums are added in order),
@@ -22,6 +22,12 @@ cdef enum:
     # (4 MiB per operand) and computed by the float32 whole-row code; longer
     # rows are streamed in SX_CHUNK pieces.
     HALF_WHOLE_ROW = 1048576
+    # Floats per operand in a tile of rows up to SX_CHUNK long (at least one
+    # row): the tile is swept four or five times, so it should stay in L1.
+    # Measured (float16, 1 thread): 4096 floats (16 KiB) against SX_CHUNK
+    # (64 KiB), softmax of (4096, 1000) 1.40-1.53 against 2.06-2.27 ms,
+    # (16384, 128) 0.77-0.81 against 0.87-0.91 ms; 8192 in between.
+    HALF_TILE = 4096
 
 cdef extern from "row_kernels.h":
     ctypedef struct sx_half_table:
@@ -168,7 +174,7 @@ def rows_half(*, int op, int fmt, const uint16_t[:, :] x not None,
     elif K < SHORT_ROW:
         per_tile = min(SX_STRIP, SX_CHUNK // K)
     else:
-        per_tile = SX_CHUNK // K
+        per_tile = max(1, HALF_TILE // K)
     tiles = (n_rows + per_tile - 1) // per_tile
     with nogil, parallel(num_threads=num_threads):
         # two operands, and for short rows the transposed tile after them
