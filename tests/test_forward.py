@@ -259,10 +259,10 @@ def test_exp_accuracy_float64(isa):
 
 @pytest.mark.skipif(not {"avx2", "avx512"} <= set(ISAS), reason="needs a CPU with AVX2 and AVX-512")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_avx2_and_avx512_exps_agree_bit_for_bit(dtype):
-    """AVX-512 multiplies by 2^n with VSCALEF, AVX2 builds 2^n in two halves
-    from exponent bits (as the scalar form does); same reduction and
-    polynomial, written once for both: the same bits on every input,
+def test_avx512_vector_exp_is_bitwise_the_fma_scalar_exp(dtype):
+    """AVX-512 computes exp a vector at a time with VSCALEF in place of the
+    integer construction of 2^n; the AVX2+FMA instantiation runs the scalar
+    form.  Same reduction and polynomial: the same bits on every input,
     subnormal results, overflow, +-inf and NaN included."""
     from softmax_ext import _kernels
 
