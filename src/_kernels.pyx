@@ -94,10 +94,10 @@ cdef enum:
     # a short row alone leaves most vector lanes and the lane reduction idle.
     SHORT_ROW = 32
     # Short rows go through the sweeps ROW_GROUP at a time (whole_rows) when
-    # the group spans at most GROUP_BYTES (rows_per_group), which hides each row's latency
-    # behind the next row's work.  Measured here (float32, 1 thread): K = 128
-    # 20-25 % faster forward and backward; K = 1000 (a 16 KiB group) 15-25 %
-    # slower, the sweeps no longer sharing L1.
+    # the group spans at most GROUP_BYTES (rows_per_group), which hides each
+    # row's latency behind the next row's work.  Measured here (float32, 1
+    # thread): K = 128 20-25 % faster forward and backward; K = 1000 (a 16 KiB
+    # group) 15-25 % slower, the sweeps no longer sharing L1.
     ROW_GROUP = 4
     GROUP_BYTES = 4096
     # Per-thread scratch for staging column tiles, shared by the staged
@@ -506,7 +506,7 @@ cdef void tiles_kernel(int op, const floating *x, Py_ssize_t xo, Py_ssize_t xk, 
     only rows views have: k is contiguous there) fall back to whole_rows.
     """
     cdef const sx_table *t = table_for(x)
-    cdef Py_ssize_t width = SX_STRIP, tiles, it, o, j0, w, j
+    cdef Py_ssize_t width = SX_STRIP, tiles, it, o, j0, w
     cdef Py_ssize_t operands = 2 if g != NULL else 1
     cdef Py_ssize_t bytes_per_column = K * operands * <Py_ssize_t>sizeof(floating)
     # The strip primitives index every operand with the same column step 1;
