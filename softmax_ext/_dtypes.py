@@ -41,6 +41,8 @@ def is_bfloat16(dtype: np.dtype) -> bool:
 
 def half_format(dtype: np.dtype) -> Optional[int]:
     """The kernels' 16-bit format code of `dtype`, or None for other dtypes."""
+    if dtype.itemsize != 2:  # the common case, without comparing dtypes or names
+        return None
     if dtype == FLOAT16:
         return int(_kernels.HalfFormat.FLOAT16)
     if is_bfloat16(dtype):

@@ -380,3 +380,23 @@ def test_eight_threads_mixing_functions_while_thread_counts_change():
         sx.set_num_threads(None)
         _threads.MIN_ELEMENTS_PER_THREAD = saved
     assert not failures, failures
+
+
+@pytest.mark.parametrize("shape, axes", [((6, 5), (1,)), ((2, 3, 4), (1, 2)), ((4, 1), (0,)),
+                                         ((3, 4), (0, 1)), ((1, 7), (1,)), ((5, 1, 3), (2,))])
+def test_rows_view_of_contiguous_and_gapped_arrays(shape, axes):
+    """The rows view the kernels get: by reshape when the rows are back to
+    back (always there for a C-contiguous array), by strides when they are
+    not; the same elements either way, on the same memory."""
+    from softmax_ext._layout import plan_for
+
+    K = int(np.prod([shape[ax] for ax in axes]))
+    whole = np.arange(2 * int(np.prod(shape)), dtype=np.float32).reshape(shape[:-1] + (2 * shape[-1],))
+    for gapped, a in enumerate((np.ascontiguousarray(whole[..., :shape[-1]]), whole[..., :shape[-1]])):
+        plan = plan_for(a, axes)
+        view = plan.view(a)
+        if gapped and view is None:
+            continue  # rows that do not merge: the caller copies
+        assert plan.kind == "rows" and view is not None
+        assert view.shape == (a.size // K, K) and np.shares_memory(view, a)
+        np.testing.assert_array_equal(view, np.moveaxis(a, axes, range(a.ndim - len(axes), a.ndim)).reshape(-1, K))
