@@ -7,14 +7,15 @@
 # names the format.  No kernel converts a whole array: each thread loads one
 # tile of 16-bit values into its float32 scratch (rows of about HALF_TILE
 # values per operand, in L1, or one whole row), runs the float32 code of
-# _kernels.pyx on it in cache, and stores the result back, rounded to nearest even (the sx_half_table
-# primitives of half_convert_impl.h).  Memory traffic is that of the 16-bit
-# array, and the routes are the float32 ones (short rows as transposed tiles,
-# column strips, long rows in SX_CHUNK pieces whose sums are added in order),
-# so the result is the float32 result on the widened input, rounded once, for
-# any thread count.  A row longer than HALF_WHOLE_ROW is streamed piece by piece,
-# loading each piece once per sweep (three sweeps forward, two backward):
-# the price of never holding a float32 copy of it.
+# _kernels.pyx on it in cache, and stores the result back, rounded to
+# nearest even (the sx_half_table primitives of half_convert_impl.h).  Memory
+# traffic is that of the 16-bit array, and the routes are the float32 ones
+# (short rows as transposed tiles, column strips, long rows in SX_CHUNK
+# pieces whose sums are added in order), so the result is the float32 result
+# on the widened input, rounded once, for any thread count.  A row longer
+# than HALF_WHOLE_ROW is streamed piece by piece, loading each piece once per
+# sweep (three sweeps forward, two backward): the price of never holding a
+# float32 copy of it.
 from libc.stdint cimport uint16_t
 
 cdef enum:

@@ -340,13 +340,15 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n)
     return lane_max[0];
 }
 
+/* The exp argument of row_exp_sum and row_exp_excess. */
+#define SX_SHIFTED(a, b, c) ((a) - shift)
+
 /* sum_i exp(x_i - shift); also stores the terms in out unless it is NULL. */
 static SX_TARGET double SX_NAME(row_exp_sum)(const void *xv, void *outv, ptrdiff_t n,
                                              double shift_d)
 {
     const SX_T *x = (const SX_T *)xv, shift = (SX_T)shift_d;
     SX_T *out = (SX_T *)outv;
-#define SX_SHIFTED(a, b, c) ((a) - shift)
 #define SX_EXP_VALUE(e, a, b, c) (e)
 #define SX_STORE_OUT(i, lane, v) (out[i] = (v))
     if (out == NULL) {
