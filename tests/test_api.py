@@ -4,7 +4,7 @@ import itertools
 import os
 import platform
 import threading
-import time
+import types
 import warnings
 
 import numpy as np
@@ -249,28 +249,32 @@ def test_public_api_is_typed():
     assert sx.softmax.__annotations__["return"] in ("np.ndarray", np.ndarray)
 
 
-def test_interleaved_median_seconds_times_every_call_in_each_round():
+def test_interleaved_median_seconds_times_every_call_in_each_round(monkeypatch):
     """The benchmarks' timer: rounds that time every call once, in a
     rotating order, each after untimed calls that let other pools settle;
-    the result is each call's median."""
+    the result is each call's median.  A fake clock that only the calls
+    advance (in exact binary fractions of a second) makes it deterministic."""
     from softmax_ext import _bench
 
+    unit = 2.0**-10
+    clock = {"now": 0.0}
+    monkeypatch.setattr(_bench, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
     order = []
 
-    def make(name, seconds):
+    def make(name, units):
         def call():
             order.append(name)
-            time.sleep(seconds)
+            clock["now"] += units * unit
         return call
 
-    calls = {"fast": make("fast", 0.0), "slow": make("slow", 0.004)}
+    calls = {"fast": make("fast", 1), "slow": make("slow", 4)}
     result = _bench.interleaved_median_seconds(calls, min_rounds=6, min_seconds=0.0,
-                                               settle_seconds=0.003)
+                                               settle_seconds=3 * unit)
     # rounds alternate fast-slow and slow-fast, so runs of a name join up
     # across rounds: six rounds give F, S, F, S, F, S, F
     runs = [(name, len(list(group))) for name, group in itertools.groupby(order)]
     assert [name for name, _ in runs] == ["fast", "slow"] * 3 + ["fast"]
-    # slow: one settling call (4 ms > 3 ms) and one timed call, twice per run
-    assert [n for name, n in runs if name == "slow"] == [4, 4, 4]
-    assert all(n > 2 for name, n in runs if name == "fast")  # settling takes many fast calls
-    assert result["slow"] >= 0.004 > result["fast"]
+    # per round, fast: three settling calls (3 units) and one timed call;
+    # slow: one settling call (4 units > 3) and one timed call
+    assert [n for _, n in runs] == [4, 4, 8, 4, 8, 4, 4]
+    assert result == {"fast": unit, "slow": 4 * unit}
