@@ -10,7 +10,8 @@
  *   SX_NAME(f)   name of f in this instantiation (load_f16_avx2, ...)
  *   SX_TARGET    function attribute choosing the instruction set
  *   SX_HALF_HW   float16 conversions in hardware: SX_HALF_HW_F16C (x86 F16C,
- *                8 values per instruction), SX_HALF_HW_NEON (AArch64 FCVTL /
+ *                8 values per instruction), SX_HALF_HW_AVX512 (the same on
+ *                512-bit vectors, 16 values), SX_HALF_HW_NEON (AArch64 FCVTL /
  *                FCVTN, 4 values), or SX_HALF_HW_NONE
  * Otherwise (and always for bfloat16) the conversions are branch-free integer
  * and float operations, so the loops vectorise for every target.  Hardware and
@@ -75,52 +76,202 @@ SX_ALWAYS_INLINE SX_TARGET uint16_t SX_NAME(sx_narrow)(float value)
 #endif
 }
 
-/* dst[r*ldd + i] = widen(src[r*lds + i]) for a (rows, n) tile. */
-static SX_TARGET void SX_NAME(load)(const void *srcv, ptrdiff_t lds, float *dst, ptrdiff_t ldd,
+/* dst[i] = widen(src[i]) for one row of n values. */
+SX_ALWAYS_INLINE SX_TARGET void SX_NAME(widen_row)(const uint16_t *src, float *dst, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+#if SX_HALF_HW == SX_HALF_HW_AVX512 && !SX_BF16
+    for (; i + 16 <= n; i += 16) {
+        const __m256i h = _mm256_loadu_si256((const __m256i *)(src + i));
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(h));
+    }
+#elif SX_HALF_HW == SX_HALF_HW_F16C && !SX_BF16
+    for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm_loadu_si128((const __m128i *)(src + i));
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+    }
+#elif SX_HALF_HW == SX_HALF_HW_NEON && !SX_BF16
+    for (; i + 4 <= n; i += 4) {
+        const float16x4_t h = vreinterpret_f16_u16(vld1_u16(src + i));
+        vst1q_f32(dst + i, vcvt_f32_f16(h));
+    }
+#endif
+#pragma omp simd
+    for (ptrdiff_t j = i; j < n; ++j) { dst[j] = SX_NAME(sx_widen)(src[j]); }
+}
+
+/* dst[i] = narrow(src[i] * factor) for one row of n values, the product
+ * formed in float32 (exact, so skipped, when factor is 1). */
+SX_ALWAYS_INLINE SX_TARGET void SX_NAME(narrow_row)(const float *src, uint16_t *dst, ptrdiff_t n,
+                                                     float factor)
+{
+    const int scaled = factor != 1.0f;
+    ptrdiff_t i = 0;
+#if SX_HALF_HW == SX_HALF_HW_AVX512 && !SX_BF16
+    const __m512 factors = _mm512_set1_ps(factor);
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(src + i);
+        v = scaled ? _mm512_mul_ps(v, factors) : v;
+        const __m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm256_storeu_si256((__m256i *)(dst + i), h);
+    }
+#elif SX_HALF_HW == SX_HALF_HW_F16C && !SX_BF16
+    const __m256 factors = _mm256_set1_ps(factor);
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(src + i);
+        v = scaled ? _mm256_mul_ps(v, factors) : v;
+        const __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_storeu_si128((__m128i *)(dst + i), h);
+    }
+#elif SX_HALF_HW == SX_HALF_HW_NEON && !SX_BF16
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t v = vld1q_f32(src + i);
+        v = scaled ? vmulq_n_f32(v, factor) : v;
+        /* FCVTN rounds as FPCR says: to nearest even unless a caller changed it */
+        vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(v)));
+    }
+#endif
+    if (scaled) {
+#pragma omp simd
+        for (ptrdiff_t j = i; j < n; ++j) { dst[j] = SX_NAME(sx_narrow)(src[j] * factor); }
+    } else {
+#pragma omp simd
+        for (ptrdiff_t j = i; j < n; ++j) { dst[j] = SX_NAME(sx_narrow)(src[j]); }
+    }
+}
+
+/* dst[r*ldd + i] = widen(src[r*lds + i]) for a (rows, n) tile (one row of
+ * rows * n values when both are contiguous: short rows keep the vector loop). */
+static SX_TARGET void SX_NAME(load)(const void *src, ptrdiff_t lds, float *dst, ptrdiff_t ldd,
                                     ptrdiff_t rows, ptrdiff_t n)
 {
-    const uint16_t *src = (const uint16_t *)srcv;
+    if (rows > 1 && lds == n && ldd == n) {
+        SX_NAME(widen_row)((const uint16_t *)src, dst, rows * n);
+        return;
+    }
     for (ptrdiff_t r = 0; r < rows; ++r) {
-        ptrdiff_t i = 0;
-#if SX_HALF_HW == SX_HALF_HW_F16C && !SX_BF16
-        for (; i + 8 <= n; i += 8) {
-            const __m128i h = _mm_loadu_si128((const __m128i *)(src + r * lds + i));
-            _mm256_storeu_ps(dst + r * ldd + i, _mm256_cvtph_ps(h));
-        }
-#elif SX_HALF_HW == SX_HALF_HW_NEON && !SX_BF16
-        for (; i + 4 <= n; i += 4) {
-            const float16x4_t h = vreinterpret_f16_u16(vld1_u16(src + r * lds + i));
-            vst1q_f32(dst + r * ldd + i, vcvt_f32_f16(h));
-        }
-#endif
-#pragma omp simd
-        for (ptrdiff_t j = i; j < n; ++j) { dst[r * ldd + j] = SX_NAME(sx_widen)(src[r * lds + j]); }
+        SX_NAME(widen_row)((const uint16_t *)src + r * lds, dst + r * ldd, n);
     }
 }
 
-/* dst[r*ldd + i] = narrow(src[r*lds + i]) for a (rows, n) tile. */
-static SX_TARGET void SX_NAME(store)(const float *src, ptrdiff_t lds, void *dstv, ptrdiff_t ldd,
+/* dst[r*ldd + i] = narrow(src[r*lds + i]) for a (rows, n) tile (as load does). */
+static SX_TARGET void SX_NAME(store)(const float *src, ptrdiff_t lds, void *dst, ptrdiff_t ldd,
                                      ptrdiff_t rows, ptrdiff_t n)
 {
-    uint16_t *dst = (uint16_t *)dstv;
+    if (rows > 1 && lds == n && ldd == n) {
+        SX_NAME(narrow_row)(src, (uint16_t *)dst, rows * n, 1.0f);
+        return;
+    }
     for (ptrdiff_t r = 0; r < rows; ++r) {
-        ptrdiff_t i = 0;
-#if SX_HALF_HW == SX_HALF_HW_F16C && !SX_BF16
-        for (; i + 8 <= n; i += 8) {
-            const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + r * lds + i),
-                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            _mm_storeu_si128((__m128i *)(dst + r * ldd + i), h);
-        }
-#elif SX_HALF_HW == SX_HALF_HW_NEON && !SX_BF16
-        for (; i + 4 <= n; i += 4) {
-            /* FCVTN rounds as FPCR says: to nearest even unless a caller changed it */
-            const float16x4_t h = vcvt_f16_f32(vld1q_f32(src + r * lds + i));
-            vst1_u16(dst + r * ldd + i, vreinterpret_u16_f16(h));
-        }
-#endif
-#pragma omp simd
-        for (ptrdiff_t j = i; j < n; ++j) { dst[r * ldd + j] = SX_NAME(sx_narrow)(src[r * lds + j]); }
+        SX_NAME(narrow_row)(src + r * lds, (uint16_t *)dst + r * ldd, n, 1.0f);
     }
 }
 
-static const sx_half_table SX_NAME(sx_half_table) = {SX_NAME(load), SX_NAME(store)};
+/* ---- row primitives on 16-bit storage ------------------------------------
+ * The float32 row primitives of this instruction set, run on one SX_BLOCK
+ * of widened values at a time in a 64-byte aligned buffer on the stack (in
+ * L1), with the block and chunk sums added in the order in which the float32
+ * primitive adds them over a whole row (row_kernels_impl.h).  The results
+ * are therefore the bits of the float32 primitive on the widened row, with
+ * no pass that writes a float32 copy of it. */
+#define SX_F32(f) SX_CAT3(f, f32, SX_ISA)
+#define SX_BLOCK_BUFFER(name)                                                             \
+    float name##_storage[SX_BLOCK + 16];                                                  \
+    float *name = name##_storage + ((0u - (unsigned)((uintptr_t)name##_storage / sizeof(float))) & 15u)
+
+/* Sets `total` to the sum of the row's block sums: ADD_BLOCK(block, len, sum)
+ * adds to `sum` the float32 primitive's result over the widened block in
+ * `wide`. */
+#define SX_BLOCKWISE_SUM(x, n, wide, ADD_BLOCK)                                     \
+    double total = 0.0;                                                             \
+    for (ptrdiff_t chunk = 0; chunk < (n); chunk += SX_CHUNK) {                     \
+        const ptrdiff_t chunk_end = SX_MIN((n), chunk + SX_CHUNK);                  \
+        double chunk_sum = 0.0;                                                     \
+        for (ptrdiff_t block = chunk; block < chunk_end; block += SX_BLOCK) {       \
+            const ptrdiff_t len = SX_MIN(SX_BLOCK, chunk_end - block);              \
+            SX_NAME(widen_row)((x) + block, wide, len);                         \
+            ADD_BLOCK(block, len, chunk_sum)                                        \
+        }                                                                           \
+        total += chunk_sum;                                                         \
+    }
+
+/* row_max of the widened row. */
+static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n)
+{
+    const uint16_t *x = (const uint16_t *)xv;
+    SX_BLOCK_BUFFER(wide);
+    double m = -INFINITY;
+    for (ptrdiff_t block = 0; block < n; block += SX_BLOCK) {
+        const ptrdiff_t len = SX_MIN(SX_BLOCK, n - block);
+        SX_NAME(widen_row)(x + block, wide, len);
+        const double block_max = SX_F32(row_max)(wide, len);
+        m = block_max > m ? block_max : m;
+    }
+    return m;
+}
+
+/* row_exp_sum of the widened row; the float32 terms go to out unless it is
+ * NULL.  Each block also fetches the same block of `ahead` unless it is NULL:
+ * the next row's first sweep then reads the cache instead of waiting on
+ * memory, its loads overlapping this sweep's arithmetic. */
+static SX_TARGET double SX_NAME(row_exp_sum)(const void *xv, float *out, ptrdiff_t n, double shift,
+                                             const void *aheadv)
+{
+    const uint16_t *x = (const uint16_t *)xv, *ahead = (const uint16_t *)aheadv;
+    SX_BLOCK_BUFFER(wide);
+#define SX_EXP_BLOCK(block, len, sum)                                                    \
+    if (ahead != NULL) {                                                                 \
+        for (ptrdiff_t line = 0; line < (len); line += 32) { SX_PREFETCH(ahead + (block) + line); } \
+    }                                                                                    \
+    sum += SX_F32(row_exp_sum)(wide, out != NULL ? out + (block) : NULL, len, shift);
+    SX_BLOCKWISE_SUM(x, n, wide, SX_EXP_BLOCK)
+#undef SX_EXP_BLOCK
+    return total;
+}
+
+/* row_exp_excess of the widened row. */
+static SX_TARGET double SX_NAME(row_exp_excess)(const void *xv, ptrdiff_t n, double shift,
+                                                double *ties)
+{
+    const uint16_t *x = (const uint16_t *)xv;
+    SX_BLOCK_BUFFER(wide);
+    double block_ties, tie_count = 0.0;
+#define SX_EXCESS_BLOCK(block, len, sum)                          \
+    sum += SX_F32(row_exp_excess)(wide, len, shift, &block_ties); \
+    tie_count += block_ties;
+    SX_BLOCKWISE_SUM(x, n, wide, SX_EXCESS_BLOCK)
+#undef SX_EXCESS_BLOCK
+    *ties = tie_count;
+    return total;
+}
+
+/* out = narrow(e * factor), the product in float32 as row_scale forms it. */
+static SX_TARGET void SX_NAME(row_scale_store)(const float *e, void *outv, ptrdiff_t n,
+                                                double factor_d)
+{
+    SX_NAME(narrow_row)(e, (uint16_t *)outv, n, (float)factor_d);
+}
+
+/* out = narrow(row_log_normalize of the widened row); out may be x. */
+static SX_TARGET void SX_NAME(row_log_normalize)(const void *xv, void *outv, ptrdiff_t n,
+                                                  double shift, double log_sum)
+{
+    const uint16_t *x = (const uint16_t *)xv;
+    uint16_t *out = (uint16_t *)outv;
+    SX_BLOCK_BUFFER(wide);
+    for (ptrdiff_t block = 0; block < n; block += SX_BLOCK) {
+        const ptrdiff_t len = SX_MIN(SX_BLOCK, n - block);
+        SX_NAME(widen_row)(x + block, wide, len);
+        SX_F32(row_log_normalize)(wide, wide, len, shift, log_sum);
+        SX_NAME(narrow_row)(wide, out + block, len, 1.0f);
+    }
+}
+
+#undef SX_BLOCKWISE_SUM
+#undef SX_BLOCK_BUFFER
+#undef SX_F32
+
+static const sx_half_table SX_NAME(sx_half_table) = {
+    SX_NAME(load),           SX_NAME(store),           SX_NAME(row_max), SX_NAME(row_exp_sum),
+    SX_NAME(row_exp_excess), SX_NAME(row_scale_store), SX_NAME(row_log_normalize),
+};

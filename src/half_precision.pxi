@@ -4,24 +4,29 @@
 # Design
 # ------
 # The Python layer views float16 and ml_dtypes.bfloat16 arrays as uint16 and
-# names the format.  No kernel converts a whole array: each thread loads one
-# tile of 16-bit values into its float32 scratch (rows of about HALF_TILE
-# values per operand, in L1, or one whole row), runs the float32 code of
-# _kernels.pyx on it in cache, and stores the result back, rounded to
-# nearest even (the sx_half_table primitives of half_convert_impl.h).  Memory
-# traffic is that of the 16-bit array, and the routes are the float32 ones
+# names the format.  No kernel converts a whole array.  Rows longer than
+# HALF_TILE, forward, are swept in 16 bits by the sx_half_table row
+# primitives (half_convert_impl.h): each widens one SX_BLOCK at a time into
+# L1 and runs the float32 primitive on it, so the row's max and exp sweeps
+# read 16-bit memory and the last sweep writes it, rounding once to nearest
+# even; only softmax's exps are kept in float32, in a per-thread scratch of
+# a row.  Everything else (short rows, column strips, the backward ops)
+# loads a tile of 16-bit values into a per-thread float32 scratch (rows of
+# about HALF_TILE values per operand, in L1, or one whole row), runs the
+# float32 code of _kernels.pyx on it in cache, and stores the result back
+# rounded.  Either way the sums are formed in the float32 routes' order
 # (short rows as transposed tiles, column strips, long rows in SX_CHUNK
 # pieces whose sums are added in order), so the result is the float32 result
-# on the widened input, rounded once, for any thread count.  A row longer
-# than HALF_WHOLE_ROW is streamed piece by piece, loading each piece once per
-# sweep (three sweeps forward, two backward): the price of never holding a
-# float32 copy of it.
+# on the widened input, rounded once, for any thread count.  A backward row
+# longer than HALF_WHOLE_ROW is streamed piece by piece, loading each piece
+# once per sweep: the price of never holding a float32 copy of it.
 from libc.stdint cimport uint16_t
 
 cdef enum:
-    # Rows up to this long are loaded whole into a thread's float32 scratch
-    # (4 MiB per operand) and computed by the float32 whole-row code; longer
-    # rows are streamed in SX_CHUNK pieces.
+    # Rows up to this long are held whole in a thread's float32 scratch (4 MiB
+    # per operand: the backward operands, softmax's exps); longer backward rows
+    # are streamed in SX_CHUNK pieces, and longer softmax rows have their exps
+    # computed twice.
     HALF_WHOLE_ROW = 1048576
     # Floats per operand in a tile of rows up to SX_CHUNK long (at least one
     # row): the tile is swept four or five times, so it should stay in L1.
@@ -29,6 +34,10 @@ cdef enum:
     # (64 KiB), softmax of (4096, 1000) 1.40-1.53 against 2.06-2.27 ms,
     # (16384, 128) 0.77-0.81 against 0.87-0.91 ms; 8192 in between.
     HALF_TILE = 4096
+    # Rows up to this long (256 KiB of 16-bit values, in L2) have the next
+    # row fetched into cache while their exps are summed (half_forward_rows).
+    # Measured (2 threads): softmax of float16 (512, 32000) 3.2 -> 2.5 ms.
+    HALF_AHEAD_ROW = 131072
 
 cdef extern from "row_kernels.h":
     ctypedef struct sx_half_table:
@@ -36,6 +45,14 @@ cdef extern from "row_kernels.h":
                      Py_ssize_t rows, Py_ssize_t n) noexcept nogil
         void (*store)(const float *src, Py_ssize_t lds, void *dst, Py_ssize_t ldd,
                       Py_ssize_t rows, Py_ssize_t n) noexcept nogil
+        double (*row_max)(const void *x, Py_ssize_t n) noexcept nogil
+        double (*row_exp_sum)(const void *x, float *out, Py_ssize_t n, double shift, const void *ahead) noexcept nogil
+        double (*row_exp_excess)(const void *x, Py_ssize_t n, double shift,
+                                 double *ties) noexcept nogil
+        void (*row_scale_store)(const float *e, void *out, Py_ssize_t n,
+                                double factor) noexcept nogil
+        void (*row_log_normalize)(const void *x, void *out, Py_ssize_t n, double shift,
+                                  double log_sum) noexcept nogil
     const sx_half_table *sx_table_f16
     const sx_half_table *sx_table_bf16
 
@@ -83,52 +100,82 @@ cdef void half_rows_tile(const sx_table *t, const sx_half_table *h, int op,
         h.store(xs, K, out, ldo, n, K)
 
 
-cdef void half_long_row(const sx_table *t, const sx_half_table *h, int op, const uint16_t *x,
-                        const uint16_t *g, uint16_t *out, float *lse, Py_ssize_t K,
-                        float *scratch) noexcept nogil:
-    """`op` on one row of K > SX_CHUNK values, streamed in SX_CHUNK pieces
-    through a scratch of 2 * SX_CHUNK floats."""
-    cdef float *xs = scratch
-    cdef float *gs = scratch + SX_CHUNK
-    cdef bint backward = is_backward(op)
-    cdef double m = -INFINITY, piece_max, shift = 0.0, total = 0.0, ties = 0.0, piece_ties
-    cdef Py_ssize_t pieces = (K + SX_CHUNK - 1) // SX_CHUNK, piece, start, n
-    if not backward:
-        for piece in range(pieces):
-            start = piece * SX_CHUNK
-            n = min(SX_CHUNK, K - start)
-            h.load(x + start, 0, xs, 0, 1, n)
-            piece_max = t.row_max(xs, n)
-            if piece_max > m:
-                m = piece_max
-        shift = forward_shift(op, m)
-    for piece in range(pieces):
-        start = piece * SX_CHUNK
-        n = min(SX_CHUNK, K - start)
-        h.load(x + start, 0, xs, 0, 1, n)
-        if backward:
-            h.load(g + start, 0, gs, 0, 1, n)
-            total += backward_reduce(t, op, xs, gs, n)
-        elif op == LOGSUMEXP:
-            total += t.row_exp_excess(xs, n, shift, &piece_ties)
-            ties += piece_ties
-        else:
-            total += t.row_exp_sum(xs, NULL, n, shift)
+cdef void half_forward_row(const sx_half_table *h, int op, const uint16_t *x, uint16_t *out,
+                           float *lse, Py_ssize_t K, float *exps, Py_ssize_t capacity,
+                           const uint16_t *ahead) noexcept nogil:
+    """Forward `op` on one row of K 16-bit values, read and written in 16 bits
+    by the sx_half_table row primitives, fetching the row `ahead` (or NULL)
+    into cache meanwhile.  softmax keeps its float32 exps in `exps`
+    (`capacity` floats); a longer row has them computed again, piece by
+    piece, for the normalisation."""
+    cdef double shift = forward_shift(op, h.row_max(x, K))
+    cdef double total, ties
+    cdef Py_ssize_t piece, start
     if op == LOGSUMEXP:
+        total = h.row_exp_excess(x, K, shift, &ties)
         lse[0] = <float>log_sum_exp(shift, total, ties)
-        return
+    elif op == LOG_SOFTMAX:
+        total = h.row_exp_sum(x, NULL, K, shift, ahead)
+        h.row_log_normalize(x, out, K, shift, log(total))
+    elif K <= capacity:
+        total = h.row_exp_sum(x, exps, K, shift, ahead)
+        h.row_scale_store(exps, out, K, 1.0 / total)
+    else:
+        total = h.row_exp_sum(x, NULL, K, shift, ahead)
+        for piece in range((K + capacity - 1) // capacity):
+            start = piece * capacity
+            h.row_exp_sum(x + start, exps, min(capacity, K - start), shift, NULL)
+            h.row_scale_store(exps, out + start, min(capacity, K - start), 1.0 / total)
+
+
+cdef void half_long_row_backward(const sx_table *t, const sx_half_table *h, int op,
+                                 const uint16_t *y, const uint16_t *g, uint16_t *out,
+                                 Py_ssize_t K, float *scratch) noexcept nogil:
+    """A backward `op` on one row of K > HALF_WHOLE_ROW values, streamed in
+    SX_CHUNK pieces through a scratch of 2 * SX_CHUNK floats: the reduction
+    over every piece, then the gradient piece by piece."""
+    cdef float *ys = scratch
+    cdef float *gs = scratch + SX_CHUNK
+    cdef double total = 0.0
+    cdef Py_ssize_t pieces = (K + SX_CHUNK - 1) // SX_CHUNK, piece, start, n
     for piece in range(pieces):
         start = piece * SX_CHUNK
         n = min(SX_CHUNK, K - start)
-        h.load(x + start, 0, xs, 0, 1, n)
-        if backward:
-            h.load(g + start, 0, gs, 0, 1, n)
-            backward_finish(t, op, xs, gs, xs, n, total)
-        else:
-            if op == SOFTMAX:
-                t.row_exp_sum(xs, xs, n, shift)
-            forward_finish(t, op, xs, xs, n, shift, total)
-        h.store(xs, 0, out + start, 0, 1, n)
+        h.load(y + start, 0, ys, 0, 1, n)
+        h.load(g + start, 0, gs, 0, 1, n)
+        total += backward_reduce(t, op, ys, gs, n)
+    for piece in range(pieces):
+        start = piece * SX_CHUNK
+        n = min(SX_CHUNK, K - start)
+        h.load(y + start, 0, ys, 0, 1, n)
+        h.load(g + start, 0, gs, 0, 1, n)
+        backward_finish(t, op, ys, gs, ys, n, total)
+        h.store(ys, 0, out + start, 0, 1, n)
+
+
+cdef int half_forward_rows(const sx_half_table *h, int op, const uint16_t *x, Py_ssize_t ldx,
+                           uint16_t *out, Py_ssize_t ldo, float *lse, Py_ssize_t n_rows,
+                           Py_ssize_t K, int num_threads) noexcept nogil:
+    """half_forward_row over the rows, in parallel; softmax's float32 exps go
+    to a per-thread scratch of a row, up to HALF_WHOLE_ROW floats.  Returns -1
+    when a scratch cannot be allocated."""
+    cdef Py_ssize_t capacity = min(K, HALF_WHOLE_ROW) if op == SOFTMAX else 0
+    cdef Py_ssize_t r
+    cdef float *exps
+    cdef int failed = 0
+    cdef int *failed_flag = &failed
+    with parallel(num_threads=num_threads):
+        exps = <float *>malloc(capacity * sizeof(float)) if capacity else NULL
+        if capacity and exps == NULL:
+            failed_flag[0] = 1
+        for r in prange(n_rows, schedule="static"):
+            if capacity and exps == NULL:
+                continue
+            half_forward_row(h, op, x + r * ldx, <uint16_t *>at(out, r * ldo),
+                             <float *>at(lse, r), K, exps, capacity,
+                             x + (r + 1) * ldx if r + 1 < n_rows and K <= HALF_AHEAD_ROW else NULL)
+        free(exps)
+    return -1 if failed else 0
 
 
 def rows_half(*, int op, int fmt, const uint16_t[:, :] x not None,
@@ -167,6 +214,12 @@ def rows_half(*, int op, int fmt, const uint16_t[:, :] x not None,
         if lse is not None:
             lse[:] = -INFINITY
         return
+    if K > HALF_TILE and not is_backward(op):
+        with nogil:
+            if half_forward_rows(h, op, &x[0, 0], ldx, op_, ldo, lp, n_rows, K, num_threads):
+                with gil:
+                    raise MemoryError("no memory for the per-thread float32 scratch")
+        return
     # floats per operand in a thread's scratch: a tile of rows, a whole row
     # up to HALF_WHOLE_ROW, else SX_CHUNK pieces of a streamed row
     capacity = K if SX_CHUNK < K <= HALF_WHOLE_ROW else SX_CHUNK
@@ -187,8 +240,8 @@ def rows_half(*, int op, int fmt, const uint16_t[:, :] x not None,
                 continue
             r0 = it * per_tile
             if K > HALF_WHOLE_ROW:
-                half_long_row(t, h, op, &x[0, 0] + r0 * ldx, <const uint16_t *>at(gp, r0 * ldg),
-                              <uint16_t *>at(op_, r0 * ldo), <float *>at(lp, r0), K, scratch)
+                half_long_row_backward(t, h, op, &x[0, 0] + r0 * ldx, gp + r0 * ldg,
+                                       op_ + r0 * ldo, K, scratch)
             else:
                 half_rows_tile(t, h, op, &x[0, 0] + r0 * ldx, ldx,
                                <const uint16_t *>at(gp, r0 * ldg), ldg,

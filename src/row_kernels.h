@@ -68,12 +68,21 @@ typedef struct sx_table {
                                 const void *grad_sum);
 } sx_table;
 
-/* 16-bit storage (float16, bfloat16) <-> float32 for (rows, n) tiles. */
+/* 16-bit storage (float16, bfloat16): load and store convert (rows, n) tiles
+ * to and from float32; the row_* primitives are the float32 ones on a 16-bit
+ * row (x, and out but for row_scale_store's float32 e), with the same bits.
+ * row_exp_sum also fetches `ahead` (n 16-bit values, or NULL), the next row
+ * to be read, into cache while it computes. */
 typedef struct sx_half_table {
     void (*load)(const void *src, ptrdiff_t lds, float *dst, ptrdiff_t ldd, ptrdiff_t rows,
                  ptrdiff_t n);
     void (*store)(const float *src, ptrdiff_t lds, void *dst, ptrdiff_t ldd, ptrdiff_t rows,
                   ptrdiff_t n);
+    double (*row_max)(const void *x, ptrdiff_t n);
+    double (*row_exp_sum)(const void *x, float *out, ptrdiff_t n, double shift, const void *ahead);
+    double (*row_exp_excess)(const void *x, ptrdiff_t n, double shift, double *ties);
+    void (*row_scale_store)(const float *e, void *out, ptrdiff_t n, double factor);
+    void (*row_log_normalize)(const void *x, void *out, ptrdiff_t n, double shift, double log_sum);
 } sx_half_table;
 
 /* ---- compiler portability (gcc, clang, MSVC) ----------------------------- */
@@ -85,6 +94,12 @@ typedef struct sx_half_table {
 #define SX_ALWAYS_INLINE static inline __attribute__((always_inline))
 #define SX_PRAGMA(x) _Pragma(#x)
 #define SX_UNROLL(n) SX_PRAGMA(GCC unroll n) /* clang reads it too */
+#endif
+/* Ask for the cache line at p ahead of its use (a hint; nothing on MSVC). */
+#if defined(__GNUC__) || defined(__clang__)
+#define SX_PREFETCH(p) __builtin_prefetch(p)
+#else
+#define SX_PREFETCH(p) ((void)(p))
 #endif
 
 #define SX_CAT3_(a, b, c) a##_##b##_##c
@@ -99,6 +114,7 @@ typedef struct sx_half_table {
 #define SX_HALF_HW_NONE 0
 #define SX_HALF_HW_F16C 1
 #define SX_HALF_HW_NEON 2
+#define SX_HALF_HW_AVX512 3 /* F16C instructions on 512-bit vectors, 16 values */
 
 #if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
 #define SX_ARCH_X86 1
@@ -143,7 +159,7 @@ static const char *const sx_isa_names[] = {"portable", "avx2", "avx512"};
 #define SX_TARGET                                                                          \
     __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c,prefer-vector-width=512")))
 #endif
-#define SX_HALF_HW SX_HALF_HW_F16C
+#define SX_HALF_HW SX_HALF_HW_AVX512
 #define SX_VECTOR_EXP SX_VECTOR_EXP_AVX512 /* VSCALEF */
 #include "sx_instantiate.h"
 #undef SX_VECTOR_EXP

@@ -484,14 +484,10 @@ static SX_TARGET void SX_NAME(row_xent_grad)(const void *ev, const void *uv, con
 /* Hardware prefetchers do not follow a large stride: ask for row k + SX_AHEAD
  * of a strided operand while row k is processed. */
 #define SX_AHEAD 8
-#if defined(__GNUC__) || defined(__clang__)
 #define SX_PREFETCH_ROW(row, w)                                                     \
     for (ptrdiff_t line = 0; line < (w); line += 64 / (ptrdiff_t)sizeof(SX_T)) {    \
-        __builtin_prefetch((row) + line);                                           \
+        SX_PREFETCH((row) + line);                                                  \
     }
-#else
-#define SX_PREFETCH_ROW(row, w)
-#endif
 
 /* sum[j] = sum_k TERM(k, j) for a strip, calling STORE(k, j, v) on each term:
  * SX_T partial sums over blocks of SX_COL_BLOCK rows, added into double.  The

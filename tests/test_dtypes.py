@@ -157,7 +157,8 @@ def test_narrowing_rounds_as_numpy_and_ml_dtypes(dtype, isa):
 
 
 HALF_CASES = [  # (shape, axis): short rows, long ones (whole, and streamed past 2^20), strided
-    ((64, 7), -1), ((40, 100), -1), ((3, 40000), -1), ((2, 1_100_000), -1), ((300, 9), 0),
+    ((64, 7), -1), ((40, 100), -1), ((5, 5000), -1), ((3, 40000), -1), ((2, 1_100_000), -1),
+    ((300, 9), 0),
     ((7, 300, 5), 1),
     ((2, 20000, 3), 1),
 ]
@@ -193,6 +194,31 @@ def test_16_bit_results_are_the_float32_results_rounded_once(dtype, shape, axis,
         result = func(y, g, axis=axis, num_threads=2)
         expected = func(_as_float32_route(y, axis), _as_float32_route(g, axis), axis=axis)
         np.testing.assert_array_equal(result.view(np.uint16), expected.astype(dtype).view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+@pytest.mark.parametrize("K", [4097, 20000])  # rows swept in 16 bits: within one chunk, and two
+def test_16_bit_row_sweeps_on_gapped_reversed_rows_and_edge_rows(dtype, K, isa):
+    rng = np.random.default_rng(9)
+    base = (rng.standard_normal((7, K + 50)) * 8).astype(dtype)
+    base[1, 7] = np.inf
+    base[2, :] = -np.inf
+    base[3, K // 2] = np.nan
+    base[4, 3] = 60000.0 if dtype == np.float16 else 1e30
+    base[5, :] = base[5, 0]                      # every term ties with the max
+    x = base[::-1, 10:K + 10]                    # rows reversed and gapped
+    wide = np.ascontiguousarray(x).astype(np.float32)
+    out = np.full((7, 2 * K), 7.0, dtype)[::-1, ::2]
+    for func in (sx.softmax, sx.log_softmax):
+        for threads in (1, 2, 3):
+            func(x, out=out, num_threads=threads)
+            expected = func(wide).astype(dtype)
+            np.testing.assert_array_equal(out.view(np.uint16), expected.view(np.uint16))
+    for threads in (1, 3):
+        got = sx.logsumexp(x, num_threads=threads)
+        np.testing.assert_array_equal(got.view(np.uint16),
+                                      sx.logsumexp(wide).astype(dtype).view(np.uint16))
+    np.testing.assert_array_equal(base[::-1, 10:K + 10].view(np.uint16), x.view(np.uint16))
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
