@@ -11,14 +11,20 @@ block of classes at a time: a first pass merges an online logsumexp per row
 over the blocks, the loss follows from those statistics, and a second pass
 recomputes each block's logits and turns them into its gradient.
 
+Chunks are sized for the cache: a chunk's logits are written by one GEMM and
+read by the kernel and two more GEMMs, so logits that stay in cache between
+them are cheaper than the unchunked GEMMs' trip through memory.
+
 Threads: the GEMMs are numpy matmuls from the calling thread, on whatever
 threads BLAS is set to use; nothing here changes that setting (it is
 process-wide, and other threads' matmuls would see it).  The cross-entropy
 kernel between the GEMMs runs on the calling thread alone while BLAS is
-multi-threaded: OpenBLAS's idle workers spin for a while after each GEMM, and
-a second pool of threads beside them made the layer slower (measured in
-bench/bench_gradients.py).  With single-threaded BLAS the kernel uses the
-usual thread count.
+multi-threaded, whatever num_threads asks: OpenBLAS's idle workers spin for a
+while after each GEMM, and a second pool of threads beside them starves.
+Measured at N=16384, D=32, K=1000 float32 on 2 cores with 2 BLAS threads: a
+2-thread kernel made the layer 1.3x (one 64 MiB chunk) to 8.7x (512-row
+chunks) slower than a 1-thread one.  With single-threaded BLAS the kernel
+uses the usual thread count.
 """
 
 from __future__ import annotations
@@ -35,14 +41,19 @@ from ._threads import resolve_num_threads
 if TYPE_CHECKING:
     from ._gradients import _Targets
 
-# Logits held at once when chunk_size is None: the only sizeable memory the
-# layer adds beyond x, W and the gradients.  Measured at N=2048, D=256,
-# K=32000 float32 on 2 cores: 128 / 262 / 512 / 1024 rows took 1.38 / 1.32 /
-# 1.17 / 1.13 x the three bare GEMMs (small chunks make the dW GEMM's inner
-# dimension short and repeat the dW accumulation).
+# Default chunk (chunk_rows): logits of CACHE_BYTES, in cache from GEMM to
+# GEMM, but at least GEMM_ROWS rows, the dW GEMM's inner dimension.  Measured
+# on 2 cores (float32, time over the three unchunked GEMMs): N=16384, D=32,
+# K=1000 with 256 / 512 / 1024 / 4096 / 16384 rows 0.87 / 0.94 / 0.88 / 1.46 /
+# 1.29; N=2048, D=256, K=32000 with 64 / 128 / 256 / 512 / 1024 rows 1.31 /
+# 1.30 / 1.25 / 1.19 / 1.55 (wide rows want long dW GEMMs more than cache).
+CACHE_BYTES = 4 * 2**20
+GEMM_ROWS = 512
+# Logits held at once at most: the only sizeable memory the layer adds beyond
+# x, W and the gradients.  Rows whose GEMM_ROWS logits exceed it get fewer
+# rows per chunk, at least MIN_CHUNK_ROWS; when even those exceed it, classes
+# are chunked too.
 CHUNK_BYTES = 64 * 2**20
-# Rows per chunk at least (when K is very wide), so that GEMMs stay efficient;
-# when even these rows of logits exceed CHUNK_BYTES, classes are chunked too.
 MIN_CHUNK_ROWS = 64
 # After the first chunk, dW is accumulated a block of classes at a time
 # through a temporary of at most this size (numpy's matmul cannot accumulate
@@ -61,6 +72,15 @@ def blas_threads() -> int:
     """The most threads a loaded BLAS library is set to use (read, never set)."""
     return max((int(lib.get_num_threads()) for lib in _blas_controller().lib_controllers),
                default=1)
+
+
+def default_chunk_rows(row_bytes: int) -> int:
+    """Rows per chunk for logits rows of `row_bytes` (see CACHE_BYTES)."""
+    row_bytes = max(1, row_bytes)
+    rows = max(GEMM_ROWS, CACHE_BYTES // row_bytes)
+    if rows * row_bytes > CHUNK_BYTES:
+        rows = max(MIN_CHUNK_ROWS, CHUNK_BYTES // row_bytes)
+    return rows
 
 
 @dataclasses.dataclass
@@ -92,12 +112,11 @@ class ChunkedLinearCrossEntropy:
         self.scale = targets.grad_scale(reduction)
         (N, D), K, dtype = x.shape, W.shape[0], x.dtype
         self.K = K
-        rows = chunk_rows if chunk_rows is not None else \
-            max(MIN_CHUNK_ROWS, CHUNK_BYTES // max(1, K * dtype.itemsize))
+        rows = chunk_rows if chunk_rows is not None else default_chunk_rows(K * dtype.itemsize)
         self.rows = min(rows, max(N, 1))
         self.class_width = K if self.rows * K * dtype.itemsize <= CHUNK_BYTES else \
             max(1, CHUNK_BYTES // (self.rows * dtype.itemsize))
-        if num_threads is None and blas_threads() > 1:
+        if blas_threads() > 1:
             self.threads = 1
         else:
             self.threads = resolve_num_threads(num_threads, self.rows * self.class_width)

@@ -245,7 +245,10 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_sum)(SX_T *acc)
  * expressions ignore may repeat A).
  * The last, partial group of a row goes through the same vector code on
  * zero-padded copies of its operands, with the extra lanes masked to 0, so
- * short rows never fall into a scalar loop of polynomial exps.  With SUM
+ * short rows never fall into a scalar loop of polynomial exps; the copies
+ * and the stores are vector loops too (masked loads and stores where the
+ * target has them: the tail of a row of 100 floats cost 75 cycles as scalar
+ * loops, and softmax of (4096, 100) took 55 instead of 38 ns per row).  With SUM
  * nonzero it also leaves in `total` the blocked double sum described at the
  * top: one accumulator per lane within a block, lanes added as a tree,
  * blocks and chunks in double.  The lane arithmetic is the same on every
@@ -276,6 +279,7 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_sum)(SX_T *acc)
             if (i < block_end) {                                                    \
                 const ptrdiff_t rem = block_end - i;                                \
                 SX_T pad_a[SX_LANES], pad_b[SX_LANES], pad_c[SX_LANES], tail[SX_LANES]; \
+                SX_PRAGMA(omp simd)                                                 \
                 for (ptrdiff_t j = 0; j < SX_LANES; ++j) {                          \
                     pad_a[j] = j < rem ? (A)[i + j] : 0;                            \
                     pad_b[j] = j < rem ? (B)[i + j] : 0;                            \
@@ -293,7 +297,10 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_sum)(SX_T *acc)
                     tail[j] = j < rem ? sx_value : 0;                               \
                     if (SUM) { acc[j] += tail[j]; }                                 \
                 }                                                                   \
-                for (ptrdiff_t j = 0; j < rem; ++j) { STORE(i + j, j, tail[j]); }   \
+                SX_PRAGMA(omp simd)                                                 \
+                for (ptrdiff_t j = 0; j < SX_LANES; ++j) {                          \
+                    if (j < rem) { STORE(i + j, j, tail[j]); }                      \
+                }                                                                   \
             }                                                                       \
             if (SUM) { chunk_sum += SX_NAME(sx_lane_sum)(acc); }                    \
         }                                                                           \
@@ -324,6 +331,7 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n)
     }
     if (i < n) {
         SX_T tail[SX_LANES];
+        SX_PRAGMA(omp simd)
         for (ptrdiff_t j = 0; j < SX_LANES; ++j) { tail[j] = i + j < n ? x[i + j] : -(SX_T)INFINITY; }
         SX_PRAGMA(omp simd)
         for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
