@@ -195,19 +195,46 @@ static SX_TARGET void SX_NAME(store)(const float *src, ptrdiff_t lds, void *dst,
         total += chunk_sum;                                                         \
     }
 
-/* row_max of the widened row. */
+/* The bits of a 16-bit value as an int16 key ordered as the values are
+ * (sign-magnitude to two's complement: negative values have their magnitude
+ * bits flipped); the map is its own inverse.  NaNs sit outside [-inf, inf]. */
+SX_ALWAYS_INLINE SX_TARGET int16_t SX_NAME(sx_order_key)(uint16_t h)
+{
+    return (int16_t)(h ^ ((uint16_t)((int16_t)h >> 15) & 0x7fffu));
+}
+
+/* row_max of the widened row, found on order keys without widening: 32
+ * lanes of int16 (one AVX-512 vector), NaN and the padding of the last group
+ * as -inf.  Equal values give equal keys except -0 and +0 (+0 wins here,
+ * either in float32), which give the same results wherever they are the
+ * shift. */
 static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n)
 {
+#define SX_KEYS 32
     const uint16_t *x = (const uint16_t *)xv;
-    SX_BLOCK_BUFFER(wide);
-    double m = -INFINITY;
-    for (ptrdiff_t block = 0; block < n; block += SX_BLOCK) {
-        const ptrdiff_t len = SX_MIN(SX_BLOCK, n - block);
-        SX_NAME(widen_row)(x + block, wide, len);
-        const double block_max = SX_F32(row_max)(wide, len);
-        m = block_max > m ? block_max : m;
+    const uint16_t inf_bits = SX_BF16 ? 0x7f80u : 0x7c00u;
+    const int16_t floor = SX_NAME(sx_order_key)((uint16_t)(inf_bits | 0x8000u)); /* -inf */
+    int16_t lane[SX_KEYS];
+    for (ptrdiff_t j = 0; j < SX_KEYS; ++j) { lane[j] = floor; }
+#define SX_KEEP_MAX(h, j)                                                                   \
+    do {                                                                                    \
+        const int16_t key = ((h) & 0x7fffu) > inf_bits ? floor : SX_NAME(sx_order_key)(h); \
+        lane[j] = key > lane[j] ? key : lane[j];                                            \
+    } while (0)
+    ptrdiff_t i = 0;
+    for (; i + SX_KEYS <= n; i += SX_KEYS) {
+        SX_PRAGMA(omp simd)
+        for (ptrdiff_t j = 0; j < SX_KEYS; ++j) { SX_KEEP_MAX(x[i + j], j); }
     }
-    return m;
+    SX_PRAGMA(omp simd)
+    for (ptrdiff_t j = 0; j < SX_KEYS; ++j) {
+        if (i + j < n) { SX_KEEP_MAX(x[i + j], j); }
+    }
+#undef SX_KEEP_MAX
+    int16_t best = floor;
+    for (ptrdiff_t j = 0; j < SX_KEYS; ++j) { best = lane[j] > best ? lane[j] : best; }
+    return SX_NAME(sx_widen)((uint16_t)SX_NAME(sx_order_key)((uint16_t)best));
+#undef SX_KEYS
 }
 
 /* row_exp_sum of the widened row; the float32 terms go to out unless it is

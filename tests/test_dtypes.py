@@ -200,15 +200,26 @@ def test_16_bit_results_are_the_float32_results_rounded_once(dtype, shape, axis,
 @pytest.mark.parametrize("K", [4097, 20000])  # rows swept in 16 bits: within one chunk, and two
 def test_16_bit_row_sweeps_on_gapped_reversed_rows_and_edge_rows(dtype, K, isa):
     rng = np.random.default_rng(9)
-    base = (rng.standard_normal((7, K + 50)) * 8).astype(dtype)
+    base = (rng.standard_normal((12, K + 50)) * 8).astype(dtype)
     base[1, 7] = np.inf
     base[2, :] = -np.inf
     base[3, K // 2] = np.nan
     base[4, 3] = 60000.0 if dtype == np.float16 else 1e30
     base[5, :] = base[5, 0]                      # every term ties with the max
+    base[6, :] = np.nan
+    base[6, 11] = -np.nan                        # NaN of either sign, nothing else
+    base[7, :] = -np.abs(base[7, :]) - 3         # the max is negative
+    base[8, :] = -5
+    base[8, K + 9] = 2                           # the max is the row's last value
+    base[9, :] = -1
+    base[9, 20:30], base[9, 40:45] = -0.0, 0.0   # the max is 0 of both signs
+    base[10, :] = -1
+    base[10, 100] = np.finfo(dtype).smallest_subnormal
+    base[11, :] = -np.abs(base[11, :])
+    base[11, 50] = np.nan                        # NaN beside a negative max
     x = base[::-1, 10:K + 10]                    # rows reversed and gapped
     wide = np.ascontiguousarray(x).astype(np.float32)
-    out = np.full((7, 2 * K), 7.0, dtype)[::-1, ::2]
+    out = np.full((12, 2 * K), 7.0, dtype)[::-1, ::2]
     for func in (sx.softmax, sx.log_softmax):
         for threads in (1, 2, 3):
             func(x, out=out, num_threads=threads)
