@@ -76,19 +76,32 @@ SX_ALWAYS_INLINE SX_TARGET uint16_t SX_NAME(sx_narrow)(float value)
 #endif
 }
 
+/* The x86 float16 conversions, F16C on 256-bit or (AVX-512) 512-bit
+ * vectors: SX_F16C_WIDTH values per vector, SX_F16C(f) the float32-vector
+ * intrinsic f, and the 16-bit halves loaded and stored whole. */
+#if SX_HALF_HW == SX_HALF_HW_AVX512 && !SX_BF16
+#define SX_F16C_WIDTH 16
+#define SX_F16C_PS __m512
+#define SX_F16C_PH __m256i
+#define SX_F16C(f) _mm512_##f
+#define SX_F16C_LOAD_PH(p) _mm256_loadu_si256((const __m256i *)(p))
+#define SX_F16C_STORE_PH(p, h) _mm256_storeu_si256((__m256i *)(p), h)
+#elif SX_HALF_HW == SX_HALF_HW_F16C && !SX_BF16
+#define SX_F16C_WIDTH 8
+#define SX_F16C_PS __m256
+#define SX_F16C_PH __m128i
+#define SX_F16C(f) _mm256_##f
+#define SX_F16C_LOAD_PH(p) _mm_loadu_si128((const __m128i *)(p))
+#define SX_F16C_STORE_PH(p, h) _mm_storeu_si128((__m128i *)(p), h)
+#endif
+
 /* dst[i] = widen(src[i]) for one row of n values. */
 SX_ALWAYS_INLINE SX_TARGET void SX_NAME(widen_row)(const uint16_t *src, float *dst, ptrdiff_t n)
 {
     ptrdiff_t i = 0;
-#if SX_HALF_HW == SX_HALF_HW_AVX512 && !SX_BF16
-    for (; i + 16 <= n; i += 16) {
-        const __m256i h = _mm256_loadu_si256((const __m256i *)(src + i));
-        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(h));
-    }
-#elif SX_HALF_HW == SX_HALF_HW_F16C && !SX_BF16
-    for (; i + 8 <= n; i += 8) {
-        const __m128i h = _mm_loadu_si128((const __m128i *)(src + i));
-        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+#if defined(SX_F16C_WIDTH)
+    for (; i + SX_F16C_WIDTH <= n; i += SX_F16C_WIDTH) {
+        SX_F16C(storeu_ps)(dst + i, SX_F16C(cvtph_ps)(SX_F16C_LOAD_PH(src + i)));
     }
 #elif SX_HALF_HW == SX_HALF_HW_NEON && !SX_BF16
     for (; i + 4 <= n; i += 4) {
@@ -107,21 +120,13 @@ SX_ALWAYS_INLINE SX_TARGET void SX_NAME(narrow_row)(const float *src, uint16_t *
 {
     const int scaled = factor != 1.0f;
     ptrdiff_t i = 0;
-#if SX_HALF_HW == SX_HALF_HW_AVX512 && !SX_BF16
-    const __m512 factors = _mm512_set1_ps(factor);
-    for (; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_loadu_ps(src + i);
-        v = scaled ? _mm512_mul_ps(v, factors) : v;
-        const __m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        _mm256_storeu_si256((__m256i *)(dst + i), h);
-    }
-#elif SX_HALF_HW == SX_HALF_HW_F16C && !SX_BF16
-    const __m256 factors = _mm256_set1_ps(factor);
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(src + i);
-        v = scaled ? _mm256_mul_ps(v, factors) : v;
-        const __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        _mm_storeu_si128((__m128i *)(dst + i), h);
+#if defined(SX_F16C_WIDTH)
+    const SX_F16C_PS factors = SX_F16C(set1_ps)(factor);
+    for (; i + SX_F16C_WIDTH <= n; i += SX_F16C_WIDTH) {
+        SX_F16C_PS v = SX_F16C(loadu_ps)(src + i);
+        v = scaled ? SX_F16C(mul_ps)(v, factors) : v;
+        const SX_F16C_PH h = SX_F16C(cvtps_ph)(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        SX_F16C_STORE_PH(dst + i, h);
     }
 #elif SX_HALF_HW == SX_HALF_HW_NEON && !SX_BF16
     for (; i + 4 <= n; i += 4) {
@@ -139,6 +144,13 @@ SX_ALWAYS_INLINE SX_TARGET void SX_NAME(narrow_row)(const float *src, uint16_t *
         for (ptrdiff_t j = i; j < n; ++j) { dst[j] = SX_NAME(sx_narrow)(src[j]); }
     }
 }
+
+#undef SX_F16C_WIDTH
+#undef SX_F16C_PS
+#undef SX_F16C_PH
+#undef SX_F16C
+#undef SX_F16C_LOAD_PH
+#undef SX_F16C_STORE_PH
 
 /* dst[r*ldd + i] = widen(src[r*lds + i]) for a (rows, n) tile (one row of
  * rows * n values when both are contiguous: short rows keep the vector loop). */
