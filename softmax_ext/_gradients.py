@@ -469,7 +469,7 @@ def linear_cross_entropy(
         `get_num_threads()`) while BLAS is single-threaded. While BLAS is
         multi-threaded the kernel runs on the calling thread alone, whatever
         is asked: BLAS's idle workers spin between GEMMs, and a second pool
-        beside them made the layer 1.3-8.7x slower (measured on 2 cores).
+        beside them made the layer up to 11x slower (measured on 2 cores).
 
     Returns
     -------
