@@ -201,7 +201,7 @@ static SX_TARGET void SX_NAME(store)(const float *src, ptrdiff_t lds, void *dst,
         double chunk_sum = 0.0;                                                     \
         for (ptrdiff_t block = chunk; block < chunk_end; block += SX_BLOCK) {       \
             const ptrdiff_t len = SX_MIN(SX_BLOCK, chunk_end - block);              \
-            SX_NAME(widen_row)((x) + block, wide, len);                         \
+            SX_NAME(widen_row)((x) + block, wide, len);                             \
             ADD_BLOCK(block, len, chunk_sum)                                        \
         }                                                                           \
         total += chunk_sum;                                                         \
@@ -217,21 +217,21 @@ SX_ALWAYS_INLINE SX_TARGET int16_t SX_NAME(sx_order_key)(uint16_t h)
 
 /* row_max of the widened row, found on order keys without widening: 32
  * lanes of int16 (one AVX-512 vector), NaN and the padding of the last group
- * as -inf.  Equal values give equal keys except -0 and +0 (+0 wins here,
- * either in float32), which give the same results wherever they are the
- * shift. */
+ * counted as -inf.  Equal values give equal keys except -0 and +0: here +0
+ * wins, in float32 whichever comes first, and either gives the same results
+ * as the shift. */
 static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n)
 {
 #define SX_KEYS 32
     const uint16_t *x = (const uint16_t *)xv;
     const uint16_t inf_bits = SX_BF16 ? 0x7f80u : 0x7c00u;
-    const int16_t floor = SX_NAME(sx_order_key)((uint16_t)(inf_bits | 0x8000u)); /* -inf */
+    const int16_t minus_inf = SX_NAME(sx_order_key)((uint16_t)(inf_bits | 0x8000u));
     int16_t lane[SX_KEYS];
-    for (ptrdiff_t j = 0; j < SX_KEYS; ++j) { lane[j] = floor; }
-#define SX_KEEP_MAX(h, j)                                                                   \
-    do {                                                                                    \
-        const int16_t key = ((h) & 0x7fffu) > inf_bits ? floor : SX_NAME(sx_order_key)(h); \
-        lane[j] = key > lane[j] ? key : lane[j];                                            \
+    for (ptrdiff_t j = 0; j < SX_KEYS; ++j) { lane[j] = minus_inf; }
+#define SX_KEEP_MAX(h, j)                                                                        \
+    do {                                                                                         \
+        const int16_t key = ((h) & 0x7fffu) > inf_bits ? minus_inf : SX_NAME(sx_order_key)(h); \
+        lane[j] = key > lane[j] ? key : lane[j];                                                 \
     } while (0)
     ptrdiff_t i = 0;
     for (; i + SX_KEYS <= n; i += SX_KEYS) {
@@ -243,7 +243,7 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n)
         if (i + j < n) { SX_KEEP_MAX(x[i + j], j); }
     }
 #undef SX_KEEP_MAX
-    int16_t best = floor;
+    int16_t best = minus_inf;
     for (ptrdiff_t j = 0; j < SX_KEYS; ++j) { best = lane[j] > best ? lane[j] : best; }
     return SX_NAME(sx_widen)((uint16_t)SX_NAME(sx_order_key)((uint16_t)best));
 #undef SX_KEYS
