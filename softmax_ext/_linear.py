@@ -23,8 +23,8 @@ multi-threaded, whatever num_threads asks: OpenBLAS's idle workers spin for a
 while after each GEMM, and a second pool of threads beside them starves.
 Measured at N=16384, D=32, K=1000 float32 on 2 cores with 2 BLAS threads: a
 2-thread kernel made the layer 1.3x (4096-row chunks) to 11x (512-row
-chunks) slower than a 1-thread one (as fast with one 64 MiB chunk).  With single-threaded BLAS the kernel
-uses the usual thread count.
+chunks) slower than a 1-thread one (as fast with one 64 MiB chunk).  With
+single-threaded BLAS the kernel uses the usual thread count.
 """
 
 from __future__ import annotations

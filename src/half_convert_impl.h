@@ -260,7 +260,9 @@ static SX_TARGET double SX_NAME(row_exp_sum)(const void *xv, float *out, ptrdiff
     SX_BLOCK_BUFFER(wide);
 #define SX_EXP_BLOCK(block, len, sum)                                                    \
     if (ahead != NULL) {                                                                 \
-        for (ptrdiff_t line = 0; line < (len); line += 32) { SX_PREFETCH(ahead + (block) + line); } \
+        for (ptrdiff_t line = 0; line < (len); line += 64 / (ptrdiff_t)sizeof *ahead) {  \
+            SX_PREFETCH(ahead + (block) + line);                                         \
+        }                                                                                \
     }                                                                                    \
     sum += SX_F32(row_exp_sum)(wide, out != NULL ? out + (block) : NULL, len, shift);
     SX_BLOCKWISE_SUM(x, n, wide, SX_EXP_BLOCK)

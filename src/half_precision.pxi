@@ -46,7 +46,8 @@ cdef extern from "row_kernels.h":
         void (*store)(const float *src, Py_ssize_t lds, void *dst, Py_ssize_t ldd,
                       Py_ssize_t rows, Py_ssize_t n) noexcept nogil
         double (*row_max)(const void *x, Py_ssize_t n) noexcept nogil
-        double (*row_exp_sum)(const void *x, float *out, Py_ssize_t n, double shift, const void *ahead) noexcept nogil
+        double (*row_exp_sum)(const void *x, float *out, Py_ssize_t n, double shift,
+                              const void *ahead) noexcept nogil
         double (*row_exp_excess)(const void *x, Py_ssize_t n, double shift,
                                  double *ties) noexcept nogil
         void (*row_scale_store)(const float *e, void *out, Py_ssize_t n,
@@ -110,7 +111,7 @@ cdef void half_forward_row(const sx_half_table *h, int op, const uint16_t *x, ui
     piece, for the normalisation."""
     cdef double shift = forward_shift(op, h.row_max(x, K))
     cdef double total, ties
-    cdef Py_ssize_t piece, start
+    cdef Py_ssize_t piece, start, n
     if op == LOGSUMEXP:
         total = h.row_exp_excess(x, K, shift, &ties)
         lse[0] = <float>log_sum_exp(shift, total, ties)
@@ -124,8 +125,9 @@ cdef void half_forward_row(const sx_half_table *h, int op, const uint16_t *x, ui
         total = h.row_exp_sum(x, NULL, K, shift, ahead)
         for piece in range((K + capacity - 1) // capacity):
             start = piece * capacity
-            h.row_exp_sum(x + start, exps, min(capacity, K - start), shift, NULL)
-            h.row_scale_store(exps, out + start, min(capacity, K - start), 1.0 / total)
+            n = min(capacity, K - start)
+            h.row_exp_sum(x + start, exps, n, shift, NULL)
+            h.row_scale_store(exps, out + start, n, 1.0 / total)
 
 
 cdef void half_long_row_backward(const sx_table *t, const sx_half_table *h, int op,
