@@ -72,8 +72,8 @@ static double sweep(const sx_table *t, int primitive, char *x, char *g, char *ou
         void *outr = out + (size_t)r * N * size;
         switch (primitive) {
         case MAX: keep += t->row_max(xr, N); break;
-        case EXP_SUM: keep += t->row_exp_sum(xr, NULL, N, 1.0); break;
-        case EXP_SUM_STORE: keep += t->row_exp_sum(xr, outr, N, 1.0); break;
+        case EXP_SUM: keep += t->row_exp_sum(xr, NULL, N, 1.0, NULL); break;
+        case EXP_SUM_STORE: keep += t->row_exp_sum(xr, outr, N, 1.0, NULL); break;
         case SCALE: t->row_scale(outr, N, 0.999); break;
         case LOG_NORMALIZE: t->row_log_normalize(xr, outr, N, 1.0, 2.0); break;
         case DOT: keep += t->row_dot(xr, gr, NULL, N, 0.0); break;

@@ -40,8 +40,9 @@ cdef double prob_target_dot(const sx_table *t, const floating *z, const floating
 cdef void xent_row(const sx_table *t, const floating *z, Py_ssize_t K, Py_ssize_t target,
                    const floating *probs, const floating *weight, double weight_sum,
                    double smoothing, double grad_scale, double *loss,
-                   floating *grad) noexcept nogil:
-    """Loss (and gradient, unless grad is NULL) of one row; grad may be z."""
+                   floating *grad, const floating *ahead) noexcept nogil:
+    """Loss (and gradient, unless grad is NULL) of one row; grad may be z.
+    The exp sweep fetches the row `ahead` (or NULL) into cache, as whole_rows."""
     cdef double m = t.row_max(z, K)
     cdef double share = smoothing / K          # e/K
     cdef double total_c, shifted_dot, total_exp, w_y = 1.0
@@ -56,7 +57,7 @@ cdef void xent_row(const sx_table *t, const floating *z, Py_ssize_t K, Py_ssize_
         shifted_dot = prob_target_dot(t, z, probs, weight, K, m, smoothing, share)
     if smoothing != 0.0 and probs == NULL:
         shifted_dot += share * t.row_dot(z, weight, NULL, K, m)
-    total_exp = t.row_exp_sum(z, grad, K, m)   # grad <- exp(z - m)
+    total_exp = t.row_exp_sum(z, grad, K, m, ahead)   # grad <- exp(z - m)
     loss[0] = total_c * log(total_exp) - shifted_dot
     if grad != NULL:
         t.row_xent_grad(grad, probs, weight, grad, K, grad_scale * total_c / total_exp,
@@ -144,10 +145,12 @@ cdef void xent_tile(const sx_table *t, const floating *z, Py_ssize_t ldz, Py_ssi
                     Py_ssize_t n, const Py_ssize_t *target, Py_ssize_t ignore_index,
                     const floating *probs, Py_ssize_t ldp, const floating *weight,
                     double weight_sum, double smoothing, double grad_scale, double *loss,
-                    floating *grad, Py_ssize_t ldg) noexcept nogil:
+                    floating *grad, Py_ssize_t ldg, const floating *ahead) noexcept nogil:
     """Losses (and gradients, unless grad is NULL) of n rows: one transposed
     tile when K < SHORT_ROW (n <= XENT_TILE), else row by row; a row whose
-    target is ignore_index gets loss 0 and gradient 0.  grad may be z."""
+    target is ignore_index gets loss 0 and gradient 0.  grad may be z.
+    Unless `ahead` is NULL, each row fetches the next (`ahead`, the row the
+    thread reads next, after the last) as whole_rows does."""
     cdef Py_ssize_t i, k, y
     if K < SHORT_ROW:
         xent_short_rows(t, z, ldz, K, n, target, ignore_index, probs, ldp, weight, weight_sum,
@@ -162,7 +165,8 @@ cdef void xent_tile(const sx_table *t, const floating *z, Py_ssize_t ldz, Py_ssi
                     grad[i * ldg + k] = 0
         else:
             xent_row(t, z + i * ldz, K, y, at(probs, i * ldp), weight, weight_sum, smoothing,
-                     grad_scale, &loss[i], <floating *>at(grad, i * ldg))
+                     grad_scale, &loss[i], <floating *>at(grad, i * ldg),
+                     row_after(z, ldz, i, n, ahead))
 
 
 cdef int xent_targets(Py_ssize_t N, Py_ssize_t K, const Py_ssize_t[::1] target,
@@ -245,6 +249,7 @@ def cross_entropy(*, const floating[:, :] logits not None, const Py_ssize_t[::1]
     cdef Py_ssize_t size = sizeof(floating)
     cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], r, r0, per_tile
     cdef Py_ssize_t ldz, ldp, ldg = 0
+    cdef bint ahead
     cdef const floating *z0
     cdef const floating *p0
     cdef const floating *w0
@@ -265,13 +270,15 @@ def cross_entropy(*, const floating[:, :] logits not None, const Py_ssize_t[::1]
         g0, ldg = &grad[0, 0], grad.strides[0] // size
     # short rows in transposed tiles of XENT_TILE rows, longer ones a row at a time
     per_tile = XENT_TILE if K < SHORT_ROW else 1
+    ahead = K >= SHORT_ROW and fetch_ahead(K, size)
     with nogil:
         for r in prange((N + per_tile - 1) // per_tile, schedule="static",
                         num_threads=num_threads):
             r0 = r * per_tile  # first row of the tile
             xent_tile(t, z0 + r0 * ldz, ldz, K, min(per_tile, N - r0), at(y0, r0), ignore_index,
                       at(p0, r0 * ldp), ldp, w0, weight_sum, smoothing, grad_scale, &loss[r0],
-                      <floating *>at(g0, r0 * ldg), ldg)
+                      <floating *>at(g0, r0 * ldg), ldg,
+                      z0 + (r0 + 1) * ldz if ahead and r0 + 1 < N else NULL)
 
 
 # ---- Jacobians -------------------------------------------------------------------
@@ -360,10 +367,10 @@ def cross_entropy_block_stats(*, const floating[:, :] logits not None, Py_ssize_
             m = stats[r, STAT_MAX]
             if block_max == -INFINITY:
                 # only -inf (adds nothing) or NaN (must reach the loss) here
-                if t.row_exp_sum(z0 + r * ldz, NULL, Kb, 0.0) != 0:
+                if t.row_exp_sum(z0 + r * ldz, NULL, Kb, 0.0, NULL) != 0:
                     stats[r, STAT_SUM] = NAN
             else:
-                block_sum = t.row_exp_sum(z0 + r * ldz, NULL, Kb, block_max)
+                block_sum = t.row_exp_sum(z0 + r * ldz, NULL, Kb, block_max, NULL)
                 if block_max > m:
                     stats[r, STAT_SUM] = stats[r, STAT_SUM] * exp(m - block_max) + block_sum
                     stats[r, STAT_MAX] = block_max
@@ -415,7 +422,7 @@ def cross_entropy_block_grad(*, floating[:, :] logits not None, Py_ssize_t first
     t = table_for(logits0)
     with nogil:
         for r in prange(N, schedule="static", num_threads=num_threads):
-            t.row_exp_sum(z0 + r * ldz, z0 + r * ldz, Kb, shift[r])
+            t.row_exp_sum(z0 + r * ldz, z0 + r * ldz, Kb, shift[r], NULL)
             t.row_xent_grad(z0 + r * ldz, at(p0, r * ldp), w0, z0 + r * ldz, Kb, alpha[r],
                             beta if p0 != NULL else 0.0, gamma)
             if y0 != NULL:

@@ -249,6 +249,14 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n)
 #undef SX_KEYS
 }
 
+/* Fetches the lines of `ahead` (the next row, or NULL) matching one block. */
+#define SX_FETCH_BLOCK_AHEAD(block, len)                                                 \
+    if (ahead != NULL) {                                                                 \
+        for (ptrdiff_t line = 0; line < (len); line += 64 / (ptrdiff_t)sizeof *ahead) {  \
+            SX_PREFETCH(ahead + (block) + line);                                         \
+        }                                                                                \
+    }
+
 /* row_exp_sum of the widened row; the float32 terms go to out unless it is
  * NULL.  Each block also fetches the same block of `ahead` unless it is NULL:
  * the next row's first sweep then reads the cache instead of waiting on
@@ -258,30 +266,28 @@ static SX_TARGET double SX_NAME(row_exp_sum)(const void *xv, float *out, ptrdiff
 {
     const uint16_t *x = (const uint16_t *)xv, *ahead = (const uint16_t *)aheadv;
     SX_BLOCK_BUFFER(wide);
-#define SX_EXP_BLOCK(block, len, sum)                                                    \
-    if (ahead != NULL) {                                                                 \
-        for (ptrdiff_t line = 0; line < (len); line += 64 / (ptrdiff_t)sizeof *ahead) {  \
-            SX_PREFETCH(ahead + (block) + line);                                         \
-        }                                                                                \
-    }                                                                                    \
-    sum += SX_F32(row_exp_sum)(wide, out != NULL ? out + (block) : NULL, len, shift);
+#define SX_EXP_BLOCK(block, len, sum)     \
+    SX_FETCH_BLOCK_AHEAD(block, len)      \
+    sum += SX_F32(row_exp_sum)(wide, out != NULL ? out + (block) : NULL, len, shift, NULL);
     SX_BLOCKWISE_SUM(x, n, wide, SX_EXP_BLOCK)
 #undef SX_EXP_BLOCK
     return total;
 }
 
-/* row_exp_excess of the widened row. */
+/* row_exp_excess of the widened row, fetching `ahead` as row_exp_sum. */
 static SX_TARGET double SX_NAME(row_exp_excess)(const void *xv, ptrdiff_t n, double shift,
-                                                double *ties)
+                                                double *ties, const void *aheadv)
 {
-    const uint16_t *x = (const uint16_t *)xv;
+    const uint16_t *x = (const uint16_t *)xv, *ahead = (const uint16_t *)aheadv;
     SX_BLOCK_BUFFER(wide);
     double block_ties, tie_count = 0.0;
-#define SX_EXCESS_BLOCK(block, len, sum)                          \
-    sum += SX_F32(row_exp_excess)(wide, len, shift, &block_ties); \
+#define SX_EXCESS_BLOCK(block, len, sum)                                \
+    SX_FETCH_BLOCK_AHEAD(block, len)                                    \
+    sum += SX_F32(row_exp_excess)(wide, len, shift, &block_ties, NULL); \
     tie_count += block_ties;
     SX_BLOCKWISE_SUM(x, n, wide, SX_EXCESS_BLOCK)
 #undef SX_EXCESS_BLOCK
+#undef SX_FETCH_BLOCK_AHEAD
     *ties = tie_count;
     return total;
 }

@@ -34,10 +34,6 @@ cdef enum:
     # (64 KiB), softmax of (4096, 1000) 1.40-1.53 against 2.06-2.27 ms,
     # (16384, 128) 0.77-0.81 against 0.87-0.91 ms; 8192 in between.
     HALF_TILE = 4096
-    # Rows up to this long (256 KiB of 16-bit values, in L2) have the next
-    # row fetched into cache while their exps are summed (half_forward_rows).
-    # Measured (2 threads): softmax of float16 (512, 32000) 3.2 -> 2.5 ms.
-    HALF_AHEAD_ROW = 131072
 
 cdef extern from "row_kernels.h":
     ctypedef struct sx_half_table:
@@ -48,8 +44,8 @@ cdef extern from "row_kernels.h":
         double (*row_max)(const void *x, Py_ssize_t n) noexcept nogil
         double (*row_exp_sum)(const void *x, float *out, Py_ssize_t n, double shift,
                               const void *ahead) noexcept nogil
-        double (*row_exp_excess)(const void *x, Py_ssize_t n, double shift,
-                                 double *ties) noexcept nogil
+        double (*row_exp_excess)(const void *x, Py_ssize_t n, double shift, double *ties,
+                                 const void *ahead) noexcept nogil
         void (*row_scale_store)(const float *e, void *out, Py_ssize_t n,
                                 double factor) noexcept nogil
         void (*row_log_normalize)(const void *x, void *out, Py_ssize_t n, double shift,
@@ -96,7 +92,7 @@ cdef void half_rows_tile(const sx_table *t, const sx_half_table *h, int op,
         transposed_tile(t, op, xs, 1, K, gs, 1, K, results, 1, K, lse, K, n,
                         scratch + 2 * capacity)
     else:
-        whole_rows(t, op, xs, K, gs, K, results, K, lse, 1, n, K)
+        whole_rows(t, op, xs, K, gs, K, results, K, lse, 1, n, K, NULL)
     if out != NULL:
         h.store(xs, K, out, ldo, n, K)
 
@@ -113,7 +109,7 @@ cdef void half_forward_row(const sx_half_table *h, int op, const uint16_t *x, ui
     cdef double total, ties
     cdef Py_ssize_t piece, start, n
     if op == LOGSUMEXP:
-        total = h.row_exp_excess(x, K, shift, &ties)
+        total = h.row_exp_excess(x, K, shift, &ties, ahead)
         lse[0] = <float>log_sum_exp(shift, total, ties)
     elif op == LOG_SOFTMAX:
         total = h.row_exp_sum(x, NULL, K, shift, ahead)
@@ -175,7 +171,8 @@ cdef int half_forward_rows(const sx_half_table *h, int op, const uint16_t *x, Py
                 continue
             half_forward_row(h, op, x + r * ldx, <uint16_t *>at(out, r * ldo),
                              <float *>at(lse, r), K, exps, capacity,
-                             x + (r + 1) * ldx if r + 1 < n_rows and K <= HALF_AHEAD_ROW else NULL)
+                             x + (r + 1) * ldx if r + 1 < n_rows and fetch_ahead(K, sizeof(uint16_t))
+                             else NULL)
         free(exps)
     return -1 if failed else 0
 
@@ -394,7 +391,7 @@ def cross_entropy_half(*, int fmt, const uint16_t[:, :] logits not None,
             h.load(&logits[0, 0] + r0 * ldz, ldz, scratch, K, n, K)
             xent_tile(t, scratch, K, K, n, at(y0, r0), ignore_index, at(p0, r0 * ldp), ldp, w0,
                       weight_sum, smoothing, grad_scale, &loss[r0],
-                      scratch if g0 != NULL else NULL, K)
+                      scratch if g0 != NULL else NULL, K, NULL)
             if g0 != NULL:
                 h.store(scratch, K, g0 + r0 * ldg, ldg, n, K)
         free(scratch)

@@ -37,10 +37,14 @@
 
 #define SX_MIN(a, b) ((a) < (b) ? (a) : (b))
 
+/* The primitives of one dtype and instruction set.  row_exp_sum and
+ * row_exp_excess also fetch `ahead` (n values, or NULL), the row to be read
+ * next, into cache while they compute. */
 typedef struct sx_table {
     double (*row_max)(const void *x, ptrdiff_t n);
-    double (*row_exp_sum)(const void *x, void *out, ptrdiff_t n, double shift);
-    double (*row_exp_excess)(const void *x, ptrdiff_t n, double shift, double *ties);
+    double (*row_exp_sum)(const void *x, void *out, ptrdiff_t n, double shift, const void *ahead);
+    double (*row_exp_excess)(const void *x, ptrdiff_t n, double shift, double *ties,
+                             const void *ahead);
     void (*row_scale)(void *out, ptrdiff_t n, double factor);
     void (*row_log_normalize)(const void *x, void *out, ptrdiff_t n, double shift, double log_sum);
     double (*row_dot)(const void *a, const void *b, const void *c, ptrdiff_t n, double shift);
@@ -71,8 +75,8 @@ typedef struct sx_table {
 /* 16-bit storage (float16, bfloat16): load and store convert (rows, n) tiles
  * to and from float32; the row_* primitives are the float32 ones on a 16-bit
  * row (x, and out but for row_scale_store's float32 e), with the same bits.
- * row_exp_sum also fetches `ahead` (n 16-bit values, or NULL), the next row
- * to be read, into cache while it computes. */
+ * As in sx_table, row_exp_sum and row_exp_excess also fetch `ahead` (n
+ * values, or NULL), the next row to be read, into cache while they compute. */
 typedef struct sx_half_table {
     void (*load)(const void *src, ptrdiff_t lds, float *dst, ptrdiff_t ldd, ptrdiff_t rows,
                  ptrdiff_t n);
@@ -80,7 +84,8 @@ typedef struct sx_half_table {
                   ptrdiff_t n);
     double (*row_max)(const void *x, ptrdiff_t n);
     double (*row_exp_sum)(const void *x, float *out, ptrdiff_t n, double shift, const void *ahead);
-    double (*row_exp_excess)(const void *x, ptrdiff_t n, double shift, double *ties);
+    double (*row_exp_excess)(const void *x, ptrdiff_t n, double shift, double *ties,
+                             const void *ahead);
     void (*row_scale_store)(const float *e, void *out, ptrdiff_t n, double factor);
     void (*row_log_normalize)(const void *x, void *out, ptrdiff_t n, double shift, double log_sum);
 } sx_half_table;

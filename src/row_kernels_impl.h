@@ -242,7 +242,9 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_sum)(SX_T *acc)
 /* Runs v = EXPR(e, A[i], B[i], C[i]) over i in [0, n) in groups of SX_LANES,
  * with e = exp(ARG(A[i], B[i], C[i])) when USES_EXP is 1 (else 0), calling
  * STORE(i, lane, v) for each value, lane = i mod SX_LANES (an operand the
- * expressions ignore may repeat A).
+ * expressions ignore may repeat A), and AHEAD(i) once per whole group: a
+ * group is one cache line of each operand, so AHEAD can fetch the matching
+ * line of another row.
  * The last, partial group of a row goes through the same vector code on
  * zero-padded copies of its operands, with the extra lanes masked to 0, so
  * short rows never fall into a scalar loop of polynomial exps; the copies
@@ -253,7 +255,7 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_sum)(SX_T *acc)
  * top: one accumulator per lane within a block, lanes added as a tree,
  * blocks and chunks in double.  The lane arithmetic is the same on every
  * instruction set. */
-#define SX_LANE_LOOP(n, A, B, C, ARG, USES_EXP, EXPR, STORE, SUM)                   \
+#define SX_LANE_LOOP(n, A, B, C, ARG, USES_EXP, EXPR, STORE, SUM, AHEAD)            \
     double total = 0.0;                                                             \
     for (ptrdiff_t chunk = 0; chunk < (n); chunk += SX_CHUNK) {                     \
         const ptrdiff_t chunk_end = SX_MIN((n), chunk + SX_CHUNK);                  \
@@ -265,6 +267,7 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_sum)(SX_T *acc)
             for (ptrdiff_t j = 0; j < SX_LANES; ++j) { acc[j] = 0; }                \
             ptrdiff_t i = block;                                                    \
             for (; i + SX_LANES <= block_end; i += SX_LANES) {                      \
+                AHEAD(i);                                                           \
                 SX_EXP_GROUP(e, ARG((A)[i + j], (B)[i + j], (C)[i + j]), USES_EXP)  \
                 SX_PRAGMA(omp simd)                                                 \
                 for (ptrdiff_t j = 0; j < SX_LANES; ++j) {                          \
@@ -309,6 +312,12 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_sum)(SX_T *acc)
 
 #define SX_NO_ARG(a, b, c) ((SX_T)0)
 #define SX_NO_STORE(i, lane, v) ((void)0)
+#define SX_NO_AHEAD(i) ((void)0)
+/* Fetches the line of `ahead` (the next row, or NULL) matching group i. */
+#define SX_FETCH_AHEAD(i)                  \
+    if (ahead != NULL) {                   \
+        SX_PREFETCH(ahead + (i));          \
+    }
 
 /* ---- rows: the reduced axis is contiguous ---------------------------------- */
 
@@ -351,36 +360,39 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n)
 /* The exp argument of row_exp_sum and row_exp_excess. */
 #define SX_SHIFTED(a, b, c) ((a) - shift)
 
-/* sum_i exp(x_i - shift); also stores the terms in out unless it is NULL. */
+/* sum_i exp(x_i - shift); also stores the terms in out unless it is NULL.
+ * `ahead` (n values, or NULL) is the row to be read next: fetched into cache
+ * during this sweep, so that its first sweep reads the cache instead of
+ * waiting on memory, its loads overlapping this sweep's arithmetic. */
 static SX_TARGET double SX_NAME(row_exp_sum)(const void *xv, void *outv, ptrdiff_t n,
-                                             double shift_d)
+                                             double shift_d, const void *aheadv)
 {
-    const SX_T *x = (const SX_T *)xv, shift = (SX_T)shift_d;
+    const SX_T *x = (const SX_T *)xv, *ahead = (const SX_T *)aheadv, shift = (SX_T)shift_d;
     SX_T *out = (SX_T *)outv;
 #define SX_EXP_VALUE(e, a, b, c) (e)
 #define SX_STORE_OUT(i, lane, v) (out[i] = (v))
     if (out == NULL) {
-        SX_LANE_LOOP(n, x, x, x, SX_SHIFTED, 1, SX_EXP_VALUE, SX_NO_STORE, 1);
+        SX_LANE_LOOP(n, x, x, x, SX_SHIFTED, 1, SX_EXP_VALUE, SX_NO_STORE, 1, SX_FETCH_AHEAD);
         return total;
     }
-    SX_LANE_LOOP(n, x, x, x, SX_SHIFTED, 1, SX_EXP_VALUE, SX_STORE_OUT, 1);
+    SX_LANE_LOOP(n, x, x, x, SX_SHIFTED, 1, SX_EXP_VALUE, SX_STORE_OUT, 1, SX_FETCH_AHEAD);
     return total;
 #undef SX_EXP_VALUE
 }
 
 /* sum_i (exp(x_i - shift) - [x_i == shift]) in row_exp_sum's blocked order,
- * and the number of x_i == shift in *ties.  With shift the row max,
+ * and the number of x_i == shift in *ties, fetching `ahead` as row_exp_sum.  With shift the row max,
  * logsumexp = shift + log1p(excess + ties - 1): the terms equal to 1 never
  * meet the small ones in an accumulator, so a dominant term keeps the others'
  * digits (logsumexp([0, -40]) = 4.2e-18, as scipy computes it, gh-18295). */
 static SX_TARGET double SX_NAME(row_exp_excess)(const void *xv, ptrdiff_t n, double shift_d,
-                                                double *ties)
+                                                double *ties, const void *aheadv)
 {
-    const SX_T *x = (const SX_T *)xv, shift = (SX_T)shift_d;
+    const SX_T *x = (const SX_T *)xv, *ahead = (const SX_T *)aheadv, shift = (SX_T)shift_d;
     SX_COUNT_T tie_lanes[SX_LANES] = {0};
 #define SX_EXCESS(e, a, b, c) ((e) - ((a) == shift ? (SX_T)1 : (SX_T)0))
 #define SX_COUNT_TIE(i, lane, v) (tie_lanes[lane] += x[i] == shift)
-    SX_LANE_LOOP(n, x, x, x, SX_SHIFTED, 1, SX_EXCESS, SX_COUNT_TIE, 1);
+    SX_LANE_LOOP(n, x, x, x, SX_SHIFTED, 1, SX_EXCESS, SX_COUNT_TIE, 1, SX_FETCH_AHEAD);
 #undef SX_SHIFTED
 #undef SX_EXCESS
 #undef SX_COUNT_TIE
@@ -419,15 +431,15 @@ static SX_TARGET double SX_NAME(row_dot)(const void *av, const void *bv, const v
 #define SX_AB(e, a, b, c) (((a) - shift) * (b))
 #define SX_ABC(e, a, b, c) (((a) - shift) * (b) * (c))
     if (b == NULL && c == NULL) {
-        SX_LANE_LOOP(n, a, a, a, SX_NO_ARG, 0, SX_A, SX_NO_STORE, 1);
+        SX_LANE_LOOP(n, a, a, a, SX_NO_ARG, 0, SX_A, SX_NO_STORE, 1, SX_NO_AHEAD);
         return total;
     }
     if (b == NULL || c == NULL) {
         const SX_T *other = b == NULL ? c : b;
-        SX_LANE_LOOP(n, a, other, a, SX_NO_ARG, 0, SX_AB, SX_NO_STORE, 1);
+        SX_LANE_LOOP(n, a, other, a, SX_NO_ARG, 0, SX_AB, SX_NO_STORE, 1, SX_NO_AHEAD);
         return total;
     }
-    SX_LANE_LOOP(n, a, b, c, SX_NO_ARG, 0, SX_ABC, SX_NO_STORE, 1);
+    SX_LANE_LOOP(n, a, b, c, SX_NO_ARG, 0, SX_ABC, SX_NO_STORE, 1, SX_NO_AHEAD);
     return total;
 #undef SX_A
 #undef SX_AB
@@ -452,7 +464,7 @@ static SX_TARGET void SX_NAME(row_log_softmax_bwd)(const void *logpv, const void
     SX_T *out = (SX_T *)outv;
 #define SX_LOG_P(logp_i, g_i, unused) (logp_i)
 #define SX_LOG_BWD(p_i, logp_i, g_i, unused) ((g_i) - (p_i) * grad_sum)
-    SX_LANE_LOOP(n, logp, g, g, SX_LOG_P, 1, SX_LOG_BWD, SX_STORE_OUT, 0);
+    SX_LANE_LOOP(n, logp, g, g, SX_LOG_P, 1, SX_LOG_BWD, SX_STORE_OUT, 0, SX_NO_AHEAD);
     (void)total;
 #undef SX_LOG_P
 #undef SX_LOG_BWD
@@ -481,6 +493,8 @@ static SX_TARGET void SX_NAME(row_xent_grad)(const void *ev, const void *uv, con
 #undef SX_EXP_GROUP
 #undef SX_EXP_LANE
 #undef SX_NO_ARG
+#undef SX_NO_AHEAD
+#undef SX_FETCH_AHEAD
 #undef SX_LANE_LOOP
 #undef SX_LANES
 

@@ -25,13 +25,15 @@ cdef enum:
 
 
 cdef void row_split_stats(const sx_table *t, int op, const floating *x, const floating *g,
-                          Py_ssize_t K, double *stats) noexcept nogil:
+                          Py_ssize_t K, double *stats, const floating *ahead) noexcept nogil:
+    """A slice's statistics; the forward exp sweep fetches the row `ahead`
+    (or NULL) into cache, as whole_rows does."""
     cdef double m, ties
     if is_backward(op):
         stats[0] = backward_reduce(t, op, x, g, K)
         return
     m = t.row_max(x, K)
-    stats[1] = t.row_exp_excess(x, K, forward_shift(LOGSUMEXP, m), &ties)
+    stats[1] = t.row_exp_excess(x, K, forward_shift(LOGSUMEXP, m), &ties, ahead)
     stats[0] = m
     stats[2] = ties
 
@@ -66,7 +68,7 @@ cdef void row_split_finish(const sx_table *t, int op, const floating *x, const f
         backward_finish(t, op, x, g, out, K, params[1])
         return
     if op == SOFTMAX:
-        t.row_exp_sum(x, out, K, params[0])
+        t.row_exp_sum(x, out, K, params[0], NULL)
     forward_finish(t, op, x, out, K, params[0], params[1])
 
 
@@ -109,13 +111,15 @@ cdef void split_kernel(bint finish, int op, const floating *x, Py_ssize_t xo, Py
         xk == 1 and (g == NULL or gk == 1) and (out == NULL or ok == 1)))
     cdef Py_ssize_t tiles = (inner + SX_STRIP - 1) // SX_STRIP
     cdef Py_ssize_t it, o, j0, w
+    cdef bint ahead = not finish and fetch_ahead(K, sizeof(floating))
     if contiguous_rows:
         for o in prange(outer, schedule="static", num_threads=num_threads):
             if finish:
                 row_split_finish(t, op, x + o * xo, at(g, o * go), <floating *>at(out, o * oo),
                                  K, table + o * columns)
             else:
-                row_split_stats(t, op, x + o * xo, at(g, o * go), K, table + o * columns)
+                row_split_stats(t, op, x + o * xo, at(g, o * go), K, table + o * columns,
+                                x + (o + 1) * xo if ahead and o + 1 < outer else NULL)
         return
     for it in prange(outer * tiles, schedule="static", num_threads=num_threads):
         o = it // tiles

@@ -96,7 +96,7 @@ static double exp_f32_range(uint32_t first, uint32_t last, uint32_t stride)
         const int64_t begin = b * EXP_BATCH;
         const int64_t n = SX_MIN(EXP_BATCH, count - begin);
         for (int64_t i = 0; i < n; ++i) { x[i] = float_of(first + (uint32_t)((begin + i) * stride)); }
-        sx_table_f32->row_exp_sum(x, y, n, 0.0);
+        sx_table_f32->row_exp_sum(x, y, n, 0.0, NULL);
         for (int64_t i = 0; i < n; ++i) {
             const double want = exp((double)x[i]);
             const double error = fabs((double)y[i] - want) / float_ulp(want);
@@ -124,7 +124,7 @@ static void check_exp(const char *isa, uint32_t stride)
     double *x = malloc(N64 * sizeof *x), *y = malloc(N64 * sizeof *y);
     for (int i = 0; i < N64; ++i) { x[i] = -745.0 + uniform() * (709.7 + 745.0); }
     x[0] = 0.0; x[1] = 1.0; x[2] = -708.3; x[3] = 709.7; x[4] = 1e-300; x[5] = -1e-300;
-    sx_table_f64->row_exp_sum(x, y, N64, 0.0);
+    sx_table_f64->row_exp_sum(x, y, N64, 0.0, NULL);
     double worst64 = 0.0;
     for (int i = 0; i < N64; ++i) {
         const long double want = expl((long double)x[i]);
@@ -138,7 +138,7 @@ static void check_exp(const char *isa, uint32_t stride)
     report(worst64 <= 2.0, isa, "exp float64, 2^18 values in [-745, 709.7] (ulp)", worst64, 2.0);
     const float specials[4] = {-INFINITY, NAN, 100.0f, -200.0f};
     float out[4];
-    sx_table_f32->row_exp_sum(specials, out, 4, 0.0);
+    sx_table_f32->row_exp_sum(specials, out, 4, 0.0, NULL);
     const int ok = out[0] == 0.0f && isnan(out[1]) && isinf(out[2]) && out[3] == 0.0f;
     report(ok, isa, "exp float32 of -inf, NaN, 100, -200 is 0, NaN, inf, 0", !ok, 0);
     free(x);
@@ -156,7 +156,7 @@ static void check_exp(const char *isa, uint32_t stride)
         long double want_m = -INFINITY, want_sum = 0.0L;                                   \
         for (ptrdiff_t i = 0; i < n; ++i) { want_m = x[i] > want_m ? x[i] : want_m; }      \
         for (ptrdiff_t i = 0; i < n; ++i) { want_sum += expl((long double)x[i] - want_m); } \
-        const double sum = table->row_exp_sum(x, p, n, m);                                 \
+        const double sum = table->row_exp_sum(x, p, n, m, lp); /* lp: a row to fetch */    \
         table->row_scale(p, n, 1.0 / sum);                                                 \
         table->row_log_normalize(x, lp, n, m, log(sum));                                   \
         double worst = 0.0; /* error / (rtol |want| + atol), <= 1 passes */                \
@@ -198,9 +198,9 @@ static void check_rows(const char *isa)
     const float with_nan[5] = {1.0f, NAN, 2.0f, 0.0f, -1.0f};
     float out[5], out_nan[5];
     const double m = sx_table_f32->row_max(with_inf, 5);
-    const double s = sx_table_f32->row_exp_sum(with_inf, out, 5, m);
+    const double s = sx_table_f32->row_exp_sum(with_inf, out, 5, m, NULL);
     const double s_nan =
-        sx_table_f32->row_exp_sum(with_nan, out_nan, 5, sx_table_f32->row_max(with_nan, 5));
+        sx_table_f32->row_exp_sum(with_nan, out_nan, 5, sx_table_f32->row_max(with_nan, 5), NULL);
     const int ok = m == 2.0 && out[0] == 0.0f && fabs(s - (1.0 + exp(-1.0) + exp(-1.5))) < 1e-6 &&
                    isnan(s_nan);
     report(ok, isa, "-inf elements give 0, a NaN element gives a NaN sum", !ok, 0);
@@ -216,14 +216,14 @@ static void check_threads(const char *isa)
     double piece_sum[8], piece_dot[8];
     for (ptrdiff_t i = 0; i < n; ++i) { x[i] = (float)(normal() * 3.0); }
     const double m = sx_table_f32->row_max(x, n);
-    const double want = sx_table_f32->row_exp_sum(x, whole, n, m);
+    const double want = sx_table_f32->row_exp_sum(x, whole, n, m, NULL);
     const double want_dot = sx_table_f32->row_dot(x, whole, whole, n, 0.0);
     int mismatches = 0;
     for (int threads = 1; threads <= 4; ++threads) {
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (ptrdiff_t piece = 0; piece < pieces; ++piece) {
             const ptrdiff_t begin = piece * SX_CHUNK, len = SX_MIN(SX_CHUNK, n - begin);
-            piece_sum[piece] = sx_table_f32->row_exp_sum(x + begin, split + begin, len, m);
+            piece_sum[piece] = sx_table_f32->row_exp_sum(x + begin, split + begin, len, m, NULL);
             piece_dot[piece] = sx_table_f32->row_dot(x + begin, whole + begin, whole + begin, len, 0.0);
         }
         double sum = 0.0, dot = 0.0;
@@ -277,11 +277,11 @@ static void check_half_rows(const char *isa)
                 mismatches += !(m == m_ref || (isnan(m) && isnan(m_ref)));
                 const double shift = isfinite(m_ref) ? m_ref : 0.0;
                 const double sum = h->row_exp_sum(x, e, n, shift, next);
-                const double sum_ref = sx_table_f32->row_exp_sum(wide, e_ref, n, shift);
+                const double sum_ref = sx_table_f32->row_exp_sum(wide, e_ref, n, shift, NULL);
                 mismatches += memcmp(&sum, &sum_ref, sizeof sum) != 0 || memcmp(e, e_ref, n * sizeof *e) != 0;
                 double ties, ties_ref;
-                const double excess = h->row_exp_excess(x, n, shift, &ties);
-                const double excess_ref = sx_table_f32->row_exp_excess(wide, n, shift, &ties_ref);
+                const double excess = h->row_exp_excess(x, n, shift, &ties, next);
+                const double excess_ref = sx_table_f32->row_exp_excess(wide, n, shift, &ties_ref, NULL);
                 mismatches += memcmp(&excess, &excess_ref, sizeof excess) != 0 || ties != ties_ref;
                 h->row_scale_store(e, out, n, 1.0 / sum);
                 sx_table_f32->row_scale(e_ref, n, 1.0 / sum_ref);
@@ -308,10 +308,10 @@ static void check_against_portable(int level)
     float *x = malloc(N * sizeof *x), *mine = malloc(N * sizeof *mine), *ref = malloc(N * sizeof *ref);
     for (int i = 0; i < N; ++i) { x[i] = (float)(normal() * 10.0); }
     sx_select_isa(SX_ISA_PORTABLE);
-    const double ref_sum = sx_table_f32->row_exp_sum(x, ref, N, 0.0);
+    const double ref_sum = sx_table_f32->row_exp_sum(x, ref, N, 0.0, NULL);
     const sx_half_table portable_f16 = *sx_table_f16;
     sx_select_isa(level);
-    const double sum = sx_table_f32->row_exp_sum(x, mine, N, 0.0);
+    const double sum = sx_table_f32->row_exp_sum(x, mine, N, 0.0, NULL);
     double worst = fabs(sum - ref_sum) / (4e-6 * ref_sum);
     for (int i = 0; i < N; ++i) { worst = fmax(worst, fabs((double)mine[i] - ref[i]) / (2.0 * float_ulp(ref[i]))); }
     report(worst <= 2.0, isa, "exp and sum agree with portable (units of 2 ulp)", worst, 2.0);
