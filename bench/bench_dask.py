@@ -30,6 +30,9 @@ import softmax_ext.dask as sxd
 from softmax_ext import _bench
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# Timed rounds; each times both contenders once (after an untimed call each),
+# in alternating order, so that a slow spell of a shared machine lands on both.
+ROUNDS = 5
 
 
 def plain_dask_softmax(x, axis):
@@ -71,9 +74,10 @@ def run(shape, whole_chunks, split_chunks, workers_list):
                     got = y[:8].compute(scheduler=client)
                     np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-9,
                                                err_msg=name)
-                seconds = {name: _bench.median_seconds(
-                    lambda y=y: client.compute(consumed(y)).result(), min_repeats=3,
-                    min_seconds=0, max_repeats=3) for name, y in contenders.items()}
+                seconds = _bench.interleaved_median_seconds(
+                    {name: lambda y=y: client.compute(consumed(y)).result()
+                     for name, y in contenders.items()},
+                    min_rounds=ROUNDS, min_seconds=0, max_rounds=ROUNDS, settle_seconds=0)
                 row = {"workers": workers, "class_axis": layout, "shape": list(shape),
                        "chunks": list(chunks), "seconds": seconds,
                        "ratio": seconds["dask"] / seconds["ours"],
@@ -91,7 +95,7 @@ def markdown(rows, machine):
     lines = [f"# softmax_ext.dask vs the plain dask softmax ({machine['date']})", "",
              f"{machine['cpu']}, {machine['logical_cpus']} logical CPUs; LocalCluster, "
              "one thread per worker process; float32, array persisted in the workers; "
-             "medians of 3; ratio = plain dask time / ours.", "",
+             f"medians of {ROUNDS} rounds timing both in turn; ratio = plain dask time / ours.", "",
              "| workers | class axis | shape | chunks | ours s | plain dask s | ratio | ours GB/s |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

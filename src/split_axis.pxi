@@ -63,12 +63,13 @@ cdef void strip_split_stats(const sx_table *t, int op, const floating *x, Py_ssi
 
 
 cdef void row_split_finish(const sx_table *t, int op, const floating *x, const floating *g,
-                           floating *out, Py_ssize_t K, const double *params) noexcept nogil:
+                           floating *out, Py_ssize_t K, const double *params,
+                           const floating *ahead) noexcept nogil:
     if is_backward(op):
         backward_finish(t, op, x, g, out, K, params[1])
         return
     if op == SOFTMAX:
-        t.row_exp_sum(x, out, K, params[0], NULL)
+        t.row_exp_sum(x, out, K, params[0], ahead)
     forward_finish(t, op, x, out, K, params[0], params[1])
 
 
@@ -111,12 +112,13 @@ cdef void split_kernel(bint finish, int op, const floating *x, Py_ssize_t xo, Py
         xk == 1 and (g == NULL or gk == 1) and (out == NULL or ok == 1)))
     cdef Py_ssize_t tiles = (inner + SX_STRIP - 1) // SX_STRIP
     cdef Py_ssize_t it, o, j0, w
-    cdef bint ahead = not finish and fetch_ahead(K, sizeof(floating))
+    cdef bint ahead = fetch_ahead(K, sizeof(floating))
     if contiguous_rows:
         for o in prange(outer, schedule="static", num_threads=num_threads):
             if finish:
                 row_split_finish(t, op, x + o * xo, at(g, o * go), <floating *>at(out, o * oo),
-                                 K, table + o * columns)
+                                 K, table + o * columns,
+                                 x + (o + 1) * xo if ahead and o + 1 < outer else NULL)
             else:
                 row_split_stats(t, op, x + o * xo, at(g, o * go), K, table + o * columns,
                                 x + (o + 1) * xo if ahead and o + 1 < outer else NULL)
