@@ -65,6 +65,8 @@ cdef void strip_split_stats(const sx_table *t, int op, const floating *x, Py_ssi
 cdef void row_split_finish(const sx_table *t, int op, const floating *x, const floating *g,
                            floating *out, Py_ssize_t K, const double *params,
                            const floating *ahead) noexcept nogil:
+    """A slice's result from its merged `params`; softmax's exp sweep
+    fetches the row `ahead` (or NULL) into cache."""
     if is_backward(op):
         backward_finish(t, op, x, g, out, K, params[1])
         return
