@@ -3,6 +3,10 @@ LocalCluster, the same persisted array and the same chunks, in one run:
 
     e = da.exp(x - x.max(axis, keepdims=True)); e / e.sum(axis, keepdims=True)
 
+and, as the floor of any graph that makes one new block per input block, a
+graph whose tasks only allocate their block and write zeros to it (`fresh`):
+dask's per-task cost plus the memory's first touch.
+
 with the class axis whole in each chunk and split over chunks, on 1 and on
 2 worker processes (one thread each).  Each result block is consumed by a
 task that keeps one number of it, so the time is the softmax's, not a
@@ -30,14 +34,20 @@ import softmax_ext.dask as sxd
 from softmax_ext import _bench
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-# Timed rounds; each times both contenders once (after an untimed call each),
-# in alternating order, so that a slow spell of a shared machine lands on both.
+# Timed rounds; each times every contender once (after an untimed call each),
+# in rotating order, so that a slow spell of a shared machine lands on all.
 ROUNDS = 5
 
 
 def plain_dask_softmax(x, axis):
     e = da.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def _fresh_block(block):
+    fresh = np.empty_like(block)
+    fresh.fill(0)
+    return fresh
 
 
 def _first_value(block):
@@ -56,7 +66,7 @@ def run(shape, whole_chunks, split_chunks, workers_list):
     and in chunks cutting the rows (the same bytes per chunk)."""
     rows = []
     print(f"{'workers':>7} {'class axis':<12}{'chunk MiB':>10}{'ours s':>9}{'dask s':>9}"
-          f"{'ratio':>8}{'ours GB/s':>11}")
+          f"{'ratio':>8}{'ours GB/s':>11}{'fresh s':>9}")
     for workers in workers_list:
         with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                       memory_limit=0, dashboard_address=":0",
@@ -74,6 +84,7 @@ def run(shape, whole_chunks, split_chunks, workers_list):
                     got = y[:8].compute(scheduler=client)
                     np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-9,
                                                err_msg=name)
+                contenders["fresh"] = x.map_blocks(_fresh_block)
                 seconds = _bench.interleaved_median_seconds(
                     {name: lambda y=y: client.compute(consumed(y)).result()
                      for name, y in contenders.items()},
@@ -85,7 +96,8 @@ def run(shape, whole_chunks, split_chunks, workers_list):
                 rows.append(row)
                 chunk_mib = chunks[0] * chunks[1] * 4 / 2**20
                 print(f"{workers:>7} {layout:<12}{chunk_mib:>10.0f}{seconds['ours']:>9.3f}"
-                      f"{seconds['dask']:>9.3f}{row['ratio']:>7.2f}x{row['ours_gb_per_s']:>11.2f}",
+                      f"{seconds['dask']:>9.3f}{row['ratio']:>7.2f}x{row['ours_gb_per_s']:>11.2f}"
+                      f"{seconds['fresh']:>9.3f}",
                       flush=True)
                 del x
     return rows
@@ -95,13 +107,17 @@ def markdown(rows, machine):
     lines = [f"# softmax_ext.dask vs the plain dask softmax ({machine['date']})", "",
              f"{machine['cpu']}, {machine['logical_cpus']} logical CPUs; LocalCluster, "
              "one thread per worker process; float32, array persisted in the workers; "
-             f"medians of {ROUNDS} rounds timing both in turn; ratio = plain dask time / ours.", "",
-             "| workers | class axis | shape | chunks | ours s | plain dask s | ratio | ours GB/s |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"medians of {ROUNDS} rounds timing all three in turn; ratio = plain dask time / ours; "
+             "fresh = a graph whose tasks only allocate their block and zero it (the floor of "
+             "any graph making one new block per block).", "",
+             "| workers | class axis | shape | chunks | ours s | plain dask s | ratio | ours GB/s "
+             "| fresh s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['workers']} | {r['class_axis']} | {tuple(r['shape'])} | "
                      f"{tuple(r['chunks'])} | {r['seconds']['ours']:.3f} | "
-                     f"{r['seconds']['dask']:.3f} | {r['ratio']:.2f}x | {r['ours_gb_per_s']:.2f} |")
+                     f"{r['seconds']['dask']:.3f} | {r['ratio']:.2f}x | {r['ours_gb_per_s']:.2f} "
+                     f"| {r['seconds']['fresh']:.3f} |")
     scaling = {layout: [r for r in rows if r["class_axis"] == layout] for layout in ("whole", "split")}
     lines.append("")
     for layout, pair in scaling.items():
@@ -109,7 +125,9 @@ def markdown(rows, machine):
             lines.append(f"- class axis {layout}: 2 workers run ours "
                          f"{pair[0]['seconds']['ours'] / pair[1]['seconds']['ours']:.2f}x as fast "
                          f"as 1 worker (plain dask "
-                         f"{pair[0]['seconds']['dask'] / pair[1]['seconds']['dask']:.2f}x).")
+                         f"{pair[0]['seconds']['dask'] / pair[1]['seconds']['dask']:.2f}x, "
+                         f"fresh blocks "
+                         f"{pair[0]['seconds']['fresh'] / pair[1]['seconds']['fresh']:.2f}x).")
     return "\n".join(lines) + "\n"
 
 
