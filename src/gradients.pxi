@@ -270,7 +270,7 @@ def cross_entropy(*, const floating[:, :] logits not None, const Py_ssize_t[::1]
         g0, ldg = &grad[0, 0], grad.strides[0] // size
     # short rows in transposed tiles of XENT_TILE rows, longer ones a row at a time
     per_tile = XENT_TILE if K < SHORT_ROW else 1
-    ahead = K >= SHORT_ROW and fetch_ahead(K, size)
+    ahead = fetch_ahead(K, size)
     with nogil:
         for r in prange((N + per_tile - 1) // per_tile, schedule="static",
                         num_threads=num_threads):
@@ -278,7 +278,7 @@ def cross_entropy(*, const floating[:, :] logits not None, const Py_ssize_t[::1]
             xent_tile(t, z0 + r0 * ldz, ldz, K, min(per_tile, N - r0), at(y0, r0), ignore_index,
                       at(p0, r0 * ldp), ldp, w0, weight_sum, smoothing, grad_scale, &loss[r0],
                       <floating *>at(g0, r0 * ldg), ldg,
-                      z0 + (r0 + 1) * ldz if ahead and r0 + 1 < N else NULL)
+                      z0 + (r0 + per_tile) * ldz if ahead and r0 + per_tile < N else NULL)
 
 
 # ---- Jacobians -------------------------------------------------------------------

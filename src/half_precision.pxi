@@ -158,6 +158,7 @@ cdef int half_forward_rows(const sx_half_table *h, int op, const uint16_t *x, Py
     to a per-thread scratch of a row, up to HALF_WHOLE_ROW floats.  Returns -1
     when a scratch cannot be allocated."""
     cdef Py_ssize_t capacity = min(K, HALF_WHOLE_ROW) if op == SOFTMAX else 0
+    cdef bint ahead = fetch_ahead(K, sizeof(uint16_t))
     cdef Py_ssize_t r
     cdef float *exps
     cdef int failed = 0
@@ -171,8 +172,7 @@ cdef int half_forward_rows(const sx_half_table *h, int op, const uint16_t *x, Py
                 continue
             half_forward_row(h, op, x + r * ldx, <uint16_t *>at(out, r * ldo),
                              <float *>at(lse, r), K, exps, capacity,
-                             x + (r + 1) * ldx if r + 1 < n_rows and fetch_ahead(K, sizeof(uint16_t))
-                             else NULL)
+                             x + (r + 1) * ldx if ahead and r + 1 < n_rows else NULL)
         free(exps)
     return -1 if failed else 0
 
