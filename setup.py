@@ -51,6 +51,10 @@ OPENMP_CANDIDATES = {
 # Strict IEEE semantics are kept; these two only drop errno and FP-trap
 # bookkeeping, which lets gcc vectorise the branch-free exp.
 UNIX_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+# Loops start on a 64-byte cache line, so that a kernel's speed does not hang
+# on the size of unrelated code before it (a change that only moved the exp
+# loop cost 5-10 % on rows of 32000 floats); taken where the compiler has it.
+LOOP_ALIGNMENT = ["-falign-loops=64"]
 MSVC_FLAGS = ["/O2", "/fp:precise"]
 
 
@@ -114,6 +118,9 @@ class BuildExtWithOpenMP(build_ext):
             compile_args += openmp[0]
             link_args += openmp[1]
             print(f"softmax_ext: OpenMP flags {openmp[0]} {openmp[1]}")
+        if family != "msvc" and _links(self.compiler, "int main(void) { return 0; }\n",
+                                       LOOP_ALIGNMENT, []):
+            compile_args += LOOP_ALIGNMENT
         if family != "msvc":
             # Python's own CFLAGS often say -g; the last -g option given wins
             compile_args.append("-g" if _environment_flag("SOFTMAX_EXT_DEBUG") else "-g0")

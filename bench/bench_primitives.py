@@ -33,7 +33,7 @@ from typing import Optional
 from softmax_ext import _bench
 
 ROOT = Path(__file__).resolve().parent.parent
-FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]  # as setup.py, gcc/clang
+FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-falign-loops=64", "-fopenmp"]  # as setup.py, gcc/clang
 # (lanes per vector, floating-point vector instructions per vector, vectors per cycle)
 EXP_MODEL = {
     ("avx512", "float32"): (16, 15, 2.0),

@@ -15,7 +15,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 harness="$repo/tests/native/harness.c"
-flags=(-O3 -fno-math-errno -fno-trapping-math -I"$repo/src")  # as setup.py builds the kernels
+flags=(-O3 -fno-math-errno -fno-trapping-math -falign-loops=64 -I"$repo/src")  # as setup.py builds the kernels
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 targets=("$@")
