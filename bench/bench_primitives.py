@@ -33,7 +33,8 @@ from typing import Optional
 from softmax_ext import _bench
 
 ROOT = Path(__file__).resolve().parent.parent
-FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-falign-loops=64", "-fopenmp"]  # as setup.py, gcc/clang
+# as setup.py builds the kernels with gcc/clang
+FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-falign-loops=64", "-fopenmp"]
 # (lanes per vector, floating-point vector instructions per vector, vectors per cycle)
 EXP_MODEL = {
     ("avx512", "float32"): (16, 15, 2.0),
