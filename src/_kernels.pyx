@@ -252,6 +252,13 @@ cdef inline bint fetch_ahead(Py_ssize_t K, size_t itemsize) noexcept nogil:
     return AHEAD_MIN_BYTES <= K * <Py_ssize_t>itemsize <= AHEAD_MAX_BYTES
 
 
+cdef inline const element *row_to_fetch(const element *x, Py_ssize_t ld, Py_ssize_t index,
+                                        Py_ssize_t count, bint fetch) noexcept nogil:
+    """Row `index` of `count` rows `ld` apart, for an exp sweep to fetch into
+    cache; NULL when `fetch` is off or there is no such row."""
+    return x + index * ld if fetch and index < count else NULL
+
+
 cdef inline const floating *row_after(const floating *x, Py_ssize_t ldx, Py_ssize_t i,
                                       Py_ssize_t count, const floating *ahead) noexcept nogil:
     """The row read after row i of `count` (`ahead` after the last); NULL
@@ -350,7 +357,7 @@ cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating 
         whole_rows(t, op, x + r * group * ldx, ldx, at(g, r * group * ldg), ldg,
                    <floating *>at(out, r * group * ldo), ldo, <floating *>at(lse, r * group), 1,
                    min(group, rows - r * group), K,
-                   x + (r + 1) * group * ldx if ahead and r + 1 < groups else NULL)
+                   row_to_fetch(x, group * ldx, r + 1, groups, ahead))
 
 
 cdef int rows_kernel_split(int op, const floating *x, Py_ssize_t ldx, const floating *g,

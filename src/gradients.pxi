@@ -278,7 +278,7 @@ def cross_entropy(*, const floating[:, :] logits not None, const Py_ssize_t[::1]
             xent_tile(t, z0 + r0 * ldz, ldz, K, min(per_tile, N - r0), at(y0, r0), ignore_index,
                       at(p0, r0 * ldp), ldp, w0, weight_sum, smoothing, grad_scale, &loss[r0],
                       <floating *>at(g0, r0 * ldg), ldg,
-                      z0 + (r0 + per_tile) * ldz if ahead and r0 + per_tile < N else NULL)
+                      row_to_fetch(z0, ldz, r0 + per_tile, N, ahead))
 
 
 # ---- Jacobians -------------------------------------------------------------------

@@ -172,7 +172,7 @@ cdef int half_forward_rows(const sx_half_table *h, int op, const uint16_t *x, Py
                 continue
             half_forward_row(h, op, x + r * ldx, <uint16_t *>at(out, r * ldo),
                              <float *>at(lse, r), K, exps, capacity,
-                             x + (r + 1) * ldx if ahead and r + 1 < n_rows else NULL)
+                             row_to_fetch(x, ldx, r + 1, n_rows, ahead))
         free(exps)
     return -1 if failed else 0
 

@@ -115,15 +115,16 @@ cdef void split_kernel(bint finish, int op, const floating *x, Py_ssize_t xo, Py
     cdef Py_ssize_t tiles = (inner + SX_STRIP - 1) // SX_STRIP
     cdef Py_ssize_t it, o, j0, w
     cdef bint ahead = fetch_ahead(K, sizeof(floating))
+    cdef const floating *next_row
     if contiguous_rows:
         for o in prange(outer, schedule="static", num_threads=num_threads):
+            next_row = row_to_fetch(x, xo, o + 1, outer, ahead)
             if finish:
                 row_split_finish(t, op, x + o * xo, at(g, o * go), <floating *>at(out, o * oo),
-                                 K, table + o * columns,
-                                 x + (o + 1) * xo if ahead and o + 1 < outer else NULL)
+                                 K, table + o * columns, next_row)
             else:
                 row_split_stats(t, op, x + o * xo, at(g, o * go), K, table + o * columns,
-                                x + (o + 1) * xo if ahead and o + 1 < outer else NULL)
+                                next_row)
         return
     for it in prange(outer * tiles, schedule="static", num_threads=num_threads):
         o = it // tiles
