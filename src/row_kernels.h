@@ -163,6 +163,9 @@ static const char *const sx_isa_names[] = {"portable", "avx2", "avx512"};
 #else
 #define SX_TARGET                                                                          \
     __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c,prefer-vector-width=512")))
+/* the same instructions on 256-bit vectors, for row_softmax_bwd (see there) */
+#define SX_TARGET_256                                                                      \
+    __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c,prefer-vector-width=256")))
 #endif
 #define SX_HALF_HW SX_HALF_HW_AVX512
 #define SX_VECTOR_EXP SX_VECTOR_EXP_AVX512 /* VSCALEF */
@@ -170,6 +173,7 @@ static const char *const sx_isa_names[] = {"portable", "avx2", "avx512"};
 #undef SX_VECTOR_EXP
 #undef SX_HALF_HW
 #undef SX_TARGET
+#undef SX_TARGET_256
 #undef SX_ISA
 
 static void sx_cpuid(unsigned leaf, unsigned subleaf, unsigned regs[4])
