@@ -272,7 +272,8 @@ def _logsumexp_kernel(arr: np.ndarray, axes: tuple[int, ...], reduced_shape: tup
            **extra)
     # lse's dimensions are plan.result_axes in kernel order: put them back.
     dims = plan.result_axes
-    lse = lse.reshape([arr.shape[ax] for ax in dims]).transpose(np.argsort(dims))
+    lse = lse.reshape([arr.shape[ax] for ax in dims]).transpose(
+        sorted(range(len(dims)), key=dims.__getitem__))  # argsort, without numpy's overhead
     return lse.reshape(reduced_shape).astype(arr.dtype)  # a C-order copy; keeps 0-d
 
 

@@ -354,3 +354,18 @@ def test_misaligned_input_gives_the_aligned_bits(rng, name, axis, dtype):
     assert not misaligned.flags.aligned
     func = getattr(sx, name)
     np.testing.assert_array_equal(bits(func(misaligned, axis=axis)), bits(func(x, axis=axis)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_cached_layouts_still_check_alignment(rng, axis, dtype):
+    """Layout plans are cached on (shape, strides, itemsize), which an
+    unaligned array shares with an aligned one: each call must still route
+    an unaligned out= through a copy, and write an aligned one directly."""
+    x = _values(rng, (9, 40), dtype)
+    expected = sx.softmax(x, axis=axis)
+    assert_close(expected, ref.softmax(x.astype(np.float64), axis=axis), dtype)
+    for layout in ("C", "unaligned", "C", "unaligned"):
+        out = in_layout(np.full_like(x, np.nan), layout)
+        assert sx.softmax(x, axis=axis, out=out) is out
+        np.testing.assert_array_equal(bits(np.ascontiguousarray(out)), bits(expected), err_msg=layout)
