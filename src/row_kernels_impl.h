@@ -501,7 +501,7 @@ static SX_TARGET double SX_NAME(row_dot)(const void *av, const void *bv, const v
 #define SX_TARGET_VJP SX_TARGET
 #endif
 static SX_TARGET_VJP void SX_NAME(row_softmax_bwd)(const void *pv, const void *gv, void *outv,
-                                               ptrdiff_t n, double dot_d)
+                                                   ptrdiff_t n, double dot_d)
 {
     const SX_T *p = (const SX_T *)pv, *g = (const SX_T *)gv, dot = (SX_T)dot_d;
     SX_T *out = (SX_T *)outv;
