@@ -56,6 +56,8 @@ cdef extern from "row_kernels.h":
                           double shift) noexcept nogil
         void (*row_softmax_bwd)(const void *p, const void *g, void *out, Py_ssize_t n,
                                 double dot) noexcept nogil
+        void (*row_softmax_bwd_stream)(const void *p, const void *g, void *out, Py_ssize_t n,
+                                       double dot) noexcept nogil
         void (*row_log_softmax_bwd)(const void *logp, const void *g, void *out, Py_ssize_t n,
                                     double grad_sum) noexcept nogil
         void (*row_xent_grad)(const void *e, const void *u, const void *v, void *out,
@@ -88,6 +90,7 @@ cdef extern from "row_kernels.h":
     int sx_cpu_isa_level()
     int sx_runnable_isa_level()
     int sx_select_isa(int requested)
+    void sx_store_fence() noexcept nogil
 
 cdef enum:
     # Rows shorter than this are transposed in tiles of rows into a per-thread
@@ -112,6 +115,15 @@ cdef enum:
     # of (512, 32000), 2 threads, 3.2 -> 2.5 ms.
     AHEAD_MIN_BYTES = 2048
     AHEAD_MAX_BYTES = 262144
+    # softmax_backward writes an output of STREAM_MIN_BYTES or more by
+    # streaming stores (row_softmax_bwd_stream), which skip reading each
+    # output line before writing it: the caches (32 MiB of L3 here) would not
+    # keep such an output anyway.  Measured (one process, both builds, min of
+    # 40, numpy-allocated operands), 1 thread: float32 (4096, 1000) 0.94-0.96,
+    # (65536, 128) 0.73-0.81, float64 (16384, 128) 0.92; 2 threads: float32
+    # (4096, 1000) 0.91, (512, 32000) 0.87, float64 (16384, 128) 0.93,
+    # (512, 32000) 0.87; smaller outputs (8 MiB) 1.00.
+    STREAM_MIN_BYTES = 16 * 1024 * 1024
     # Per-thread scratch for staging column tiles, shared by the staged
     # operands (one forward, two backward).  Measured on a 512 KiB-L2 Zen 3:
     # wide tiles (long contiguous runs per strided row) matter more than
@@ -130,6 +142,8 @@ cpdef enum Op:
 
 # This architecture's kernel instruction sets, lowest first (row_kernels.h).
 ISA_NAMES = tuple(sx_isa_names[level].decode() for level in range(SX_ISA_LEVELS))
+# Outputs of this many bytes or more are written by streaming stores (for tests).
+STREAM_OUTPUT_BYTES = STREAM_MIN_BYTES
 _isa_level = sx_select_isa(SX_ISA_LEVELS - 1)
 
 
@@ -271,11 +285,13 @@ cdef inline const floating *row_after(const floating *x, Py_ssize_t ldx, Py_ssiz
 cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ldx,
                      const floating *g, Py_ssize_t ldg, floating *out, Py_ssize_t ldo,
                      floating *lse, Py_ssize_t lde, Py_ssize_t count, Py_ssize_t K,
-                     const floating *ahead) noexcept nogil:
+                     const floating *ahead, bint stream) noexcept nogil:
     """`op` on `count` contiguous rows of K elements (row i at x + i*ldx, its
     logsumexp at lse[i*lde]), by the calling thread.  Unless `ahead` is NULL,
     each forward row's exp sweep fetches the next row into cache, `ahead`
-    (the row this thread reads next) after the last.
+    (the row this thread reads next) after the last.  With `stream`,
+    softmax_backward writes `out` by streaming stores (the caller then runs
+    sx_store_fence once).
 
     Short rows go through each sweep rows_per_group at a time (every max,
     then every sum, then every normalisation), so that the CPU overlaps one
@@ -294,7 +310,12 @@ cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ld
             for i in range(first, first + n):
                 total[i - first] = backward_reduce(t, op, x + i * ldx, g + i * ldg, K)
             for i in range(first, first + n):
-                backward_finish(t, op, x + i * ldx, g + i * ldg, out + i * ldo, K, total[i - first])
+                if stream and op == SOFTMAX_BACKWARD:
+                    t.row_softmax_bwd_stream(x + i * ldx, g + i * ldg, out + i * ldo, K,
+                                             total[i - first])
+                else:
+                    backward_finish(t, op, x + i * ldx, g + i * ldg, out + i * ldo, K,
+                                    total[i - first])
             continue
         for i in range(first, first + n):
             shift[i - first] = forward_shift(op, t.row_max(x + i * ldx, K))
@@ -353,11 +374,16 @@ cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating 
     cdef Py_ssize_t group = rows_per_group(K, sizeof(floating))
     cdef Py_ssize_t groups = (rows + group - 1) // group
     cdef bint ahead = fetch_ahead(K, sizeof(floating))
-    for r in prange(groups, schedule="static", num_threads=num_threads):
-        whole_rows(t, op, x + r * group * ldx, ldx, at(g, r * group * ldg), ldg,
-                   <floating *>at(out, r * group * ldo), ldo, <floating *>at(lse, r * group), 1,
-                   min(group, rows - r * group), K,
-                   row_to_fetch(x, group * ldx, r + 1, groups, ahead))
+    cdef bint stream = (op == SOFTMAX_BACKWARD
+                        and rows * K * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES)
+    with parallel(num_threads=num_threads):
+        for r in prange(groups, schedule="static"):
+            whole_rows(t, op, x + r * group * ldx, ldx, at(g, r * group * ldg), ldg,
+                       <floating *>at(out, r * group * ldo), ldo, <floating *>at(lse, r * group),
+                       1, min(group, rows - r * group), K,
+                       row_to_fetch(x, group * ldx, r + 1, groups, ahead), stream)
+        if stream:
+            sx_store_fence()
 
 
 cdef int rows_kernel_split(int op, const floating *x, Py_ssize_t ldx, const floating *g,
@@ -575,7 +601,7 @@ cdef void tiles_kernel(int op, const floating *x, Py_ssize_t xo, Py_ssize_t xk, 
             else:  # no memory for a tile of short rows: row by row
                 whole_rows(t, op, x + o * xo + j0 * xj, xj, at(g, o * go + j0 * gj), gj,
                            <floating *>at(out, o * oo + j0 * oj), oj,
-                           <floating *>at(lse, o * lo + j0 * lj), lj, w, K, NULL)
+                           <floating *>at(lse, o * lo + j0 * lj), lj, w, K, NULL, False)
         free(scratch)
 
 

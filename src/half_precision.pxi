@@ -92,7 +92,7 @@ cdef void half_rows_tile(const sx_table *t, const sx_half_table *h, int op,
         transposed_tile(t, op, xs, 1, K, gs, 1, K, results, 1, K, lse, K, n,
                         scratch + 2 * capacity)
     else:
-        whole_rows(t, op, xs, K, gs, K, results, K, lse, 1, n, K, NULL)
+        whole_rows(t, op, xs, K, gs, K, results, K, lse, 1, n, K, NULL, False)
     if out != NULL:
         h.store(xs, K, out, ldo, n, K)
 

@@ -49,6 +49,10 @@ typedef struct sx_table {
     void (*row_log_normalize)(const void *x, void *out, ptrdiff_t n, double shift, double log_sum);
     double (*row_dot)(const void *a, const void *b, const void *c, ptrdiff_t n, double shift);
     void (*row_softmax_bwd)(const void *p, const void *g, void *out, ptrdiff_t n, double dot);
+    /* row_softmax_bwd by streaming stores where the instruction set has them
+       (then sx_store_fence once the thread is done), else row_softmax_bwd */
+    void (*row_softmax_bwd_stream)(const void *p, const void *g, void *out, ptrdiff_t n,
+                                   double dot);
     void (*row_log_softmax_bwd)(const void *logp, const void *g, void *out, ptrdiff_t n,
                                 double grad_sum);
     void (*row_xent_grad)(const void *e, const void *u, const void *v, void *out, ptrdiff_t n,
@@ -167,6 +171,7 @@ static const char *const sx_isa_names[] = {"portable", "avx2", "avx512"};
 #define SX_TARGET_256                                                                      \
     __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c,prefer-vector-width=256")))
 #endif
+#define SX_STREAM_STORES 1 /* 512-bit streaming stores (row_softmax_bwd_stream) */
 #define SX_HALF_HW SX_HALF_HW_AVX512
 #define SX_VECTOR_EXP SX_VECTOR_EXP_AVX512 /* VSCALEF */
 #include "sx_instantiate.h"
@@ -174,6 +179,7 @@ static const char *const sx_isa_names[] = {"portable", "avx2", "avx512"};
 #undef SX_HALF_HW
 #undef SX_TARGET
 #undef SX_TARGET_256
+#undef SX_STREAM_STORES
 #undef SX_ISA
 
 static void sx_cpuid(unsigned leaf, unsigned subleaf, unsigned regs[4])
@@ -258,6 +264,16 @@ static const char *const sx_isa_names[] = {"portable"};
 #define SX_ISA_COMPILED SX_ISA_PORTABLE
 static int sx_cpu_isa_level(void) { return SX_ISA_PORTABLE; }
 #endif
+
+/* Orders this thread's streaming stores (row_softmax_bwd_stream) before
+ * whatever it does next: call it once, after its last streaming call.  Only
+ * the x86 instantiations with target attributes stream. */
+static inline void sx_store_fence(void)
+{
+#if defined(SX_X86_TARGETS)
+    _mm_sfence();
+#endif
+}
 
 /* Number of instruction-set levels of this architecture (names above). */
 #define SX_ISA_LEVELS ((int)(sizeof sx_isa_names / sizeof sx_isa_names[0]))

@@ -510,6 +510,53 @@ static SX_TARGET_VJP void SX_NAME(row_softmax_bwd)(const void *pv, const void *g
 }
 #undef SX_TARGET_VJP
 
+/* row_softmax_bwd writing `out` by streaming (non-temporal) stores, which
+ * skip the read that an ordinary store makes of each output line: for an
+ * output too large for the caches, which would not keep it anyway.  The
+ * lines before the first 64-byte boundary and after the last go by scalar
+ * streaming stores, so that consecutive rows still fill whole lines.  Same
+ * values, bit for bit, as row_softmax_bwd.  Without SX_STREAM_STORES it is
+ * row_softmax_bwd. */
+static SX_TARGET void SX_NAME(row_softmax_bwd_stream)(const void *pv, const void *gv, void *outv,
+                                                      ptrdiff_t n, double dot_d)
+{
+#if defined(SX_STREAM_STORES)
+    const SX_T *p = (const SX_T *)pv, *g = (const SX_T *)gv, dot = (SX_T)dot_d;
+    SX_T *out = (SX_T *)outv;
+    ptrdiff_t i = 0;
+#if SX_F64
+    typedef long long sx_bits;
+#define SX_STREAM_ONE(address, bits) _mm_stream_si64((long long *)(address), (bits))
+#define SX_STREAM_GROUP(i)                                                                 \
+    _mm512_stream_pd(out + (i), _mm512_mul_pd(_mm512_loadu_pd(p + (i)),                   \
+                                              _mm512_sub_pd(_mm512_loadu_pd(g + (i)),      \
+                                                            _mm512_set1_pd(dot))))
+#else
+    typedef int sx_bits;
+#define SX_STREAM_ONE(address, bits) _mm_stream_si32((int *)(address), (bits))
+#define SX_STREAM_GROUP(i)                                                                 \
+    _mm512_stream_ps(out + (i), _mm512_mul_ps(_mm512_loadu_ps(p + (i)),                   \
+                                              _mm512_sub_ps(_mm512_loadu_ps(g + (i)),      \
+                                                            _mm512_set1_ps(dot))))
+#endif
+#define SX_STREAM_SCALAR(i)                                                                \
+    do {                                                                                   \
+        const SX_T value = p[i] * (g[i] - dot);                                            \
+        sx_bits bits;                                                                      \
+        memcpy(&bits, &value, sizeof bits);                                                \
+        SX_STREAM_ONE(out + (i), bits);                                                    \
+    } while (0)
+    for (; i < n && ((uintptr_t)(out + i) & 63) != 0; ++i) { SX_STREAM_SCALAR(i); }
+    for (; i + SX_LANES <= n; i += SX_LANES) { SX_STREAM_GROUP(i); }
+    for (; i < n; ++i) { SX_STREAM_SCALAR(i); }
+#undef SX_STREAM_SCALAR
+#undef SX_STREAM_GROUP
+#undef SX_STREAM_ONE
+#else
+    SX_NAME(row_softmax_bwd)(pv, gv, outv, n, dot_d);
+#endif
+}
+
 /* log_softmax VJP: out = g - exp(logp) * sum(g) */
 static SX_TARGET void SX_NAME(row_log_softmax_bwd)(const void *logpv, const void *gv, void *outv,
                                                    ptrdiff_t n, double grad_sum_d)
@@ -759,7 +806,8 @@ static const sx_table SX_NAME(sx_table) = {
     SX_NAME(row_max),         SX_NAME(row_exp_sum),       SX_NAME(row_exp_excess),
     SX_NAME(row_scale),
     SX_NAME(row_log_normalize), SX_NAME(row_dot),
-    SX_NAME(row_softmax_bwd), SX_NAME(row_log_softmax_bwd), SX_NAME(row_xent_grad),
+    SX_NAME(row_softmax_bwd), SX_NAME(row_softmax_bwd_stream),
+    SX_NAME(row_log_softmax_bwd), SX_NAME(row_xent_grad),
     SX_NAME(col_max),         SX_NAME(col_exp_sum),       SX_NAME(col_exp_excess),
     SX_NAME(col_scale),
     SX_NAME(col_log_normalize), SX_NAME(col_dot),

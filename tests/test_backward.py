@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import softmax_ext as sx
+from softmax_ext import _kernels
 import reference as ref
-from conftest import assert_close
+from conftest import assert_close, bits
 from layouts import LAYOUTS, in_layout
 
 SHAPES_AXES = [((17,), 0), ((13, 40), 0), ((13, 40), -1), ((70, 5), 1), ((4, 5, 33), 1),
@@ -153,3 +154,26 @@ def test_property_log_softmax_is_log_of_softmax(data, x):
     np.testing.assert_allclose(logp[finite], np.log(p[finite]), rtol=1e-12, atol=1e-12)
     lse = sx.logsumexp(x, axis=axis, keepdims=True)
     np.testing.assert_allclose(logp, x - lse, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_streamed_output_has_the_ordinary_bits(isa, rng, dtype):
+    """softmax_backward writes an output of STREAM_OUTPUT_BYTES or more by
+    streaming stores: the same bits as the ordinary path (the rows in halves,
+    each below the threshold), for 1 and 2 threads; rows of an odd length
+    start at every alignment."""
+    K = 1001
+    rows = _kernels.STREAM_OUTPUT_BYTES // (K * np.dtype(dtype).itemsize) + 3
+    half = rows // 2
+    assert half * K * np.dtype(dtype).itemsize < _kernels.STREAM_OUTPUT_BYTES
+    p = sx.softmax(rng.standard_normal((rows, K)).astype(dtype))
+    g = rng.standard_normal((rows, K)).astype(dtype)
+    ordinary = np.concatenate([sx.softmax_backward(p[:half], g[:half], num_threads=1),
+                               sx.softmax_backward(p[half:], g[half:], num_threads=1)])
+    for threads in (1, 2):
+        streamed = sx.softmax_backward(p, g, num_threads=threads)
+        np.testing.assert_array_equal(bits(streamed), bits(ordinary), err_msg=f"{isa} {threads}")
+    sample = slice(0, rows, 97)
+    assert_close(ordinary[sample],
+                 ref.softmax_backward(p[sample].astype(np.float64), g[sample].astype(np.float64)),
+                 dtype)
