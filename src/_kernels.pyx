@@ -119,10 +119,11 @@ cdef enum:
     # streaming stores (row_softmax_bwd_stream), which skip reading each
     # output line before writing it: the caches (32 MiB of L3 here) would not
     # keep such an output anyway.  Measured (one process, both builds, min of
-    # 40, numpy-allocated operands), 1 thread: float32 (4096, 1000) 0.94-0.96,
-    # (65536, 128) 0.73-0.81, float64 (16384, 128) 0.92; 2 threads: float32
-    # (4096, 1000) 0.91, (512, 32000) 0.87, float64 (16384, 128) 0.93,
-    # (512, 32000) 0.87; smaller outputs (8 MiB) 1.00.
+    # 40, numpy-allocated operands), new / old time, 2 threads: float32
+    # (512, 32000) 0.80, (8, 1M) 0.81; float64 (16384, 128) 0.81,
+    # (4096, 1000) 0.72, (512, 32000) 0.86, (8, 1M) 0.85; 1 thread 0.85-1.00.
+    # A fence after each row instead of one per thread made rows of 128
+    # 2-3x slower.
     STREAM_MIN_BYTES = 16 * 1024 * 1024
     # Per-thread scratch for staging column tiles, shared by the staged
     # operands (one forward, two backward).  Measured on a 512 KiB-L2 Zen 3:
