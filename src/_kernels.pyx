@@ -58,6 +58,8 @@ cdef extern from "row_kernels.h":
                                 double dot) noexcept nogil
         void (*row_softmax_bwd_stream)(const void *p, const void *g, void *out, Py_ssize_t n,
                                        double dot) noexcept nogil
+        void (*row_log_normalize_stream)(const void *x, void *out, Py_ssize_t n, double shift,
+                                         double log_sum) noexcept nogil
         void (*row_log_softmax_bwd)(const void *logp, const void *g, void *out, Py_ssize_t n,
                                     double grad_sum) noexcept nogil
         void (*row_xent_grad)(const void *e, const void *u, const void *v, void *out,
@@ -115,15 +117,17 @@ cdef enum:
     # of (512, 32000), 2 threads, 3.2 -> 2.5 ms.
     AHEAD_MIN_BYTES = 2048
     AHEAD_MAX_BYTES = 262144
-    # softmax_backward writes an output of STREAM_MIN_BYTES or more by
-    # streaming stores (row_softmax_bwd_stream), which skip reading each
+    # softmax_backward and log_softmax write an output of STREAM_MIN_BYTES or
+    # more by streaming stores (row_*_stream), which skip reading each
     # output line before writing it: the caches (32 MiB of L3 here) would not
     # keep such an output anyway.  Measured (one process, both builds, min of
-    # 40, numpy-allocated operands), new / old time, 2 threads: float32
-    # (512, 32000) 0.80, (8, 1M) 0.81; float64 (16384, 128) 0.81,
-    # (4096, 1000) 0.72, (512, 32000) 0.86, (8, 1M) 0.85; 1 thread 0.85-1.00.
-    # A fence after each row instead of one per thread made rows of 128
-    # 2-3x slower.
+    # 40, numpy-allocated operands), new / old time, softmax_backward at 2
+    # threads: float32 (512, 32000) 0.80, (8, 1M) 0.81; float64 (16384, 128)
+    # 0.81, (4096, 1000) 0.72, (512, 32000) 0.86, (8, 1M) 0.85; 1 thread
+    # 0.85-1.00.  log_softmax, 2 threads: float32 (512, 32000) 0.82,
+    # (65536, 128) 0.84, float64 (16384, 128) 0.85, (4096, 1000) 0.86,
+    # (512, 32000) 0.83, (8, 1M) 0.97; 1 thread 0.80-0.94.  A fence after
+    # each row instead of one per thread made rows of 128 2-3x slower.
     STREAM_MIN_BYTES = 16 * 1024 * 1024
     # Per-thread scratch for staging column tiles, shared by the staged
     # operands (one forward, two backward).  Measured on a 512 KiB-L2 Zen 3:
@@ -291,8 +295,8 @@ cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ld
     logsumexp at lse[i*lde]), by the calling thread.  Unless `ahead` is NULL,
     each forward row's exp sweep fetches the next row into cache, `ahead`
     (the row this thread reads next) after the last.  With `stream`,
-    softmax_backward writes `out` by streaming stores (the caller then runs
-    sx_store_fence once).
+    softmax_backward and log_softmax write `out` by streaming stores (the
+    caller then runs sx_store_fence once).
 
     Short rows go through each sweep rows_per_group at a time (every max,
     then every sum, then every normalisation), so that the CPU overlaps one
@@ -331,7 +335,12 @@ cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ld
                                              K, shift[i - first],
                                              row_after(x, ldx, i, count, ahead))
         for i in range(first, first + n):
-            forward_finish(t, op, x + i * ldx, out + i * ldo, K, shift[i - first], total[i - first])
+            if stream and op == LOG_SOFTMAX:
+                t.row_log_normalize_stream(x + i * ldx, out + i * ldo, K, shift[i - first],
+                                           log(total[i - first]))
+            else:
+                forward_finish(t, op, x + i * ldx, out + i * ldo, K, shift[i - first],
+                               total[i - first])
 
 
 cdef inline void short_row_softmax_backward(const floating *p, const floating *g, floating *out,
@@ -375,7 +384,7 @@ cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating 
     cdef Py_ssize_t group = rows_per_group(K, sizeof(floating))
     cdef Py_ssize_t groups = (rows + group - 1) // group
     cdef bint ahead = fetch_ahead(K, sizeof(floating))
-    cdef bint stream = (op == SOFTMAX_BACKWARD
+    cdef bint stream = ((op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX)
                         and rows * K * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES)
     with parallel(num_threads=num_threads):
         for r in prange(groups, schedule="static"):

@@ -49,10 +49,13 @@ typedef struct sx_table {
     void (*row_log_normalize)(const void *x, void *out, ptrdiff_t n, double shift, double log_sum);
     double (*row_dot)(const void *a, const void *b, const void *c, ptrdiff_t n, double shift);
     void (*row_softmax_bwd)(const void *p, const void *g, void *out, ptrdiff_t n, double dot);
-    /* row_softmax_bwd by streaming stores where the instruction set has them
-       (then sx_store_fence once the thread is done), else row_softmax_bwd */
+    /* row_softmax_bwd and row_log_normalize by streaming stores where the
+       instruction set has them (then sx_store_fence once the thread is
+       done), else the ordinary ones */
     void (*row_softmax_bwd_stream)(const void *p, const void *g, void *out, ptrdiff_t n,
                                    double dot);
+    void (*row_log_normalize_stream)(const void *x, void *out, ptrdiff_t n, double shift,
+                                     double log_sum);
     void (*row_log_softmax_bwd)(const void *logp, const void *g, void *out, ptrdiff_t n,
                                 double grad_sum);
     void (*row_xent_grad)(const void *e, const void *u, const void *v, void *out, ptrdiff_t n,
@@ -171,7 +174,7 @@ static const char *const sx_isa_names[] = {"portable", "avx2", "avx512"};
 #define SX_TARGET_256                                                                      \
     __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c,prefer-vector-width=256")))
 #endif
-#define SX_STREAM_STORES 1 /* 512-bit streaming stores (row_softmax_bwd_stream) */
+#define SX_STREAM_STORES 1 /* 512-bit streaming stores (row_softmax_bwd_stream, ...) */
 #define SX_HALF_HW SX_HALF_HW_AVX512
 #define SX_VECTOR_EXP SX_VECTOR_EXP_AVX512 /* VSCALEF */
 #include "sx_instantiate.h"
@@ -265,7 +268,7 @@ static const char *const sx_isa_names[] = {"portable"};
 static int sx_cpu_isa_level(void) { return SX_ISA_PORTABLE; }
 #endif
 
-/* Orders this thread's streaming stores (row_softmax_bwd_stream) before
+/* Orders this thread's streaming stores (row_*_stream) before
  * whatever it does next: call it once, after its last streaming call.  Only
  * the x86 instantiations with target attributes stream. */
 static inline void sx_store_fence(void)

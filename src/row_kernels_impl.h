@@ -510,52 +510,85 @@ static SX_TARGET_VJP void SX_NAME(row_softmax_bwd)(const void *pv, const void *g
 }
 #undef SX_TARGET_VJP
 
-/* row_softmax_bwd writing `out` by streaming (non-temporal) stores, which
- * skip the read that an ordinary store makes of each output line: for an
- * output too large for the caches, which would not keep it anyway.  The
- * lines before the first 64-byte boundary and after the last go by scalar
- * streaming stores, so that consecutive rows still fill whole lines.  Same
- * values, bit for bit, as row_softmax_bwd.  Without SX_STREAM_STORES it is
- * row_softmax_bwd. */
+#if defined(SX_STREAM_STORES)
+/* out[i] = SCALAR(i) for i in [0, n) by streaming (non-temporal) stores,
+ * which skip the read that an ordinary store makes of each output line: for
+ * outputs too large for the caches, which would not keep them anyway.  The
+ * elements before the first 64-byte boundary and after the last go by
+ * scalar streaming stores, so that consecutive rows still fill whole lines;
+ * VECTOR(i) gives the 512-bit group at i, the same values bit for bit. */
+#if SX_F64
+#define SX_V512(f) _mm512_##f##_pd
+#define SX_STREAM_BITS long long
+#define SX_STREAM_ONE(address, bits) _mm_stream_si64((long long *)(address), (bits))
+#else
+#define SX_V512(f) _mm512_##f##_ps
+#define SX_STREAM_BITS int
+#define SX_STREAM_ONE(address, bits) _mm_stream_si32((int *)(address), (bits))
+#endif
+#define SX_STREAM_SCALAR(out, i, SCALAR)                                                   \
+    do {                                                                                   \
+        const SX_T sx_value = SCALAR(i);                                                   \
+        SX_STREAM_BITS sx_bits;                                                            \
+        memcpy(&sx_bits, &sx_value, sizeof sx_bits);                                       \
+        SX_STREAM_ONE((out) + (i), sx_bits);                                               \
+    } while (0)
+#define SX_STREAM_ROW(out, n, SCALAR, VECTOR)                                              \
+    do {                                                                                   \
+        ptrdiff_t i = 0;                                                                   \
+        for (; i < (n) && ((uintptr_t)((out) + i) & 63) != 0; ++i) {                       \
+            SX_STREAM_SCALAR(out, i, SCALAR);                                              \
+        }                                                                                  \
+        for (; i + SX_LANES <= (n); i += SX_LANES) { SX_V512(stream)((out) + i, VECTOR(i)); } \
+        for (; i < (n); ++i) { SX_STREAM_SCALAR(out, i, SCALAR); }                         \
+    } while (0)
+#endif
+
+/* row_softmax_bwd by streaming stores where the instantiation has them
+ * (SX_STREAM_STORES), else row_softmax_bwd itself. */
 static SX_TARGET void SX_NAME(row_softmax_bwd_stream)(const void *pv, const void *gv, void *outv,
                                                       ptrdiff_t n, double dot_d)
 {
 #if defined(SX_STREAM_STORES)
     const SX_T *p = (const SX_T *)pv, *g = (const SX_T *)gv, dot = (SX_T)dot_d;
     SX_T *out = (SX_T *)outv;
-    ptrdiff_t i = 0;
-#if SX_F64
-    typedef long long sx_bits;
-#define SX_STREAM_ONE(address, bits) _mm_stream_si64((long long *)(address), (bits))
-#define SX_STREAM_GROUP(i)                                                                 \
-    _mm512_stream_pd(out + (i), _mm512_mul_pd(_mm512_loadu_pd(p + (i)),                   \
-                                              _mm512_sub_pd(_mm512_loadu_pd(g + (i)),      \
-                                                            _mm512_set1_pd(dot))))
-#else
-    typedef int sx_bits;
-#define SX_STREAM_ONE(address, bits) _mm_stream_si32((int *)(address), (bits))
-#define SX_STREAM_GROUP(i)                                                                 \
-    _mm512_stream_ps(out + (i), _mm512_mul_ps(_mm512_loadu_ps(p + (i)),                   \
-                                              _mm512_sub_ps(_mm512_loadu_ps(g + (i)),      \
-                                                            _mm512_set1_ps(dot))))
-#endif
-#define SX_STREAM_SCALAR(i)                                                                \
-    do {                                                                                   \
-        const SX_T value = p[i] * (g[i] - dot);                                            \
-        sx_bits bits;                                                                      \
-        memcpy(&bits, &value, sizeof bits);                                                \
-        SX_STREAM_ONE(out + (i), bits);                                                    \
-    } while (0)
-    for (; i < n && ((uintptr_t)(out + i) & 63) != 0; ++i) { SX_STREAM_SCALAR(i); }
-    for (; i + SX_LANES <= n; i += SX_LANES) { SX_STREAM_GROUP(i); }
-    for (; i < n; ++i) { SX_STREAM_SCALAR(i); }
-#undef SX_STREAM_SCALAR
-#undef SX_STREAM_GROUP
-#undef SX_STREAM_ONE
+#define SX_VJP(i) (p[i] * (g[i] - dot))
+#define SX_VJP_GROUP(i)                                                                    \
+    SX_V512(mul)(SX_V512(loadu)(p + (i)), SX_V512(sub)(SX_V512(loadu)(g + (i)), SX_V512(set1)(dot)))
+    SX_STREAM_ROW(out, n, SX_VJP, SX_VJP_GROUP);
+#undef SX_VJP
+#undef SX_VJP_GROUP
 #else
     SX_NAME(row_softmax_bwd)(pv, gv, outv, n, dot_d);
 #endif
 }
+
+/* row_log_normalize by streaming stores where the instantiation has them
+ * (SX_STREAM_STORES), else row_log_normalize itself. */
+static SX_TARGET void SX_NAME(row_log_normalize_stream)(const void *xv, void *outv, ptrdiff_t n,
+                                                        double shift_d, double log_sum_d)
+{
+#if defined(SX_STREAM_STORES)
+    const SX_T *x = (const SX_T *)xv, shift = (SX_T)shift_d, log_sum = (SX_T)log_sum_d;
+    SX_T *out = (SX_T *)outv;
+#define SX_LOGP(i) ((x[i] - shift) - log_sum)
+#define SX_LOGP_GROUP(i)                                                                   \
+    SX_V512(sub)(SX_V512(sub)(SX_V512(loadu)(x + (i)), SX_V512(set1)(shift)), SX_V512(set1)(log_sum))
+    SX_STREAM_ROW(out, n, SX_LOGP, SX_LOGP_GROUP);
+#undef SX_LOGP
+#undef SX_LOGP_GROUP
+#else
+    SX_NAME(row_log_normalize)(xv, outv, n, shift_d, log_sum_d);
+#endif
+}
+
+#if defined(SX_STREAM_STORES)
+#undef SX_STREAM_ROW
+#undef SX_STREAM_SCALAR
+#undef SX_STREAM_ONE
+#undef SX_STREAM_BITS
+#undef SX_V512
+#endif
 
 /* log_softmax VJP: out = g - exp(logp) * sum(g) */
 static SX_TARGET void SX_NAME(row_log_softmax_bwd)(const void *logpv, const void *gv, void *outv,
@@ -807,6 +840,7 @@ static const sx_table SX_NAME(sx_table) = {
     SX_NAME(row_scale),
     SX_NAME(row_log_normalize), SX_NAME(row_dot),
     SX_NAME(row_softmax_bwd), SX_NAME(row_softmax_bwd_stream),
+    SX_NAME(row_log_normalize_stream),
     SX_NAME(row_log_softmax_bwd), SX_NAME(row_xent_grad),
     SX_NAME(col_max),         SX_NAME(col_exp_sum),       SX_NAME(col_exp_excess),
     SX_NAME(col_scale),

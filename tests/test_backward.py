@@ -157,23 +157,26 @@ def test_property_log_softmax_is_log_of_softmax(data, x):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_streamed_output_has_the_ordinary_bits(isa, rng, dtype):
-    """softmax_backward writes an output of STREAM_OUTPUT_BYTES or more by
-    streaming stores: the same bits as the ordinary path (the rows in halves,
-    each below the threshold), for 1 and 2 threads; rows of an odd length
-    start at every alignment."""
+@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax"])
+def test_streamed_output_has_the_ordinary_bits(isa, rng, name, dtype):
+    """softmax_backward and log_softmax write an output of STREAM_OUTPUT_BYTES
+    or more by streaming stores: the same bits as the ordinary path (the rows
+    in halves, each below the threshold), for 1 and 2 threads; rows of an odd
+    length start at every alignment."""
     K = 1001
     rows = _kernels.STREAM_OUTPUT_BYTES // (K * np.dtype(dtype).itemsize) + 3
     half = rows // 2
     assert half * K * np.dtype(dtype).itemsize < _kernels.STREAM_OUTPUT_BYTES
-    p = sx.softmax(rng.standard_normal((rows, K)).astype(dtype))
-    g = rng.standard_normal((rows, K)).astype(dtype)
-    ordinary = np.concatenate([sx.softmax_backward(p[:half], g[:half], num_threads=1),
-                               sx.softmax_backward(p[half:], g[half:], num_threads=1)])
+    x = rng.standard_normal((rows, K)).astype(dtype)
+    p, g = sx.softmax(x), rng.standard_normal((rows, K)).astype(dtype)
+    args = (p, g) if name == "softmax_backward" else (x,)
+    func = getattr(sx, name)
+    ordinary = np.concatenate([func(*(a[:half] for a in args), num_threads=1),
+                               func(*(a[half:] for a in args), num_threads=1)])
     for threads in (1, 2):
-        streamed = sx.softmax_backward(p, g, num_threads=threads)
+        streamed = func(*args, num_threads=threads)
         np.testing.assert_array_equal(bits(streamed), bits(ordinary), err_msg=f"{isa} {threads}")
     sample = slice(0, rows, 97)
-    assert_close(ordinary[sample],
-                 ref.softmax_backward(p[sample].astype(np.float64), g[sample].astype(np.float64)),
-                 dtype)
+    expected = (ref.softmax_backward(p[sample].astype(np.float64), g[sample].astype(np.float64))
+                if name == "softmax_backward" else ref.log_softmax(x[sample].astype(np.float64)))
+    assert_close(ordinary[sample], expected, dtype)
