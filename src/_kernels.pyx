@@ -223,12 +223,15 @@ cdef inline double log_sum_exp(double shift, double excess, double ties) noexcep
 
 
 cdef inline void forward_finish(const sx_table *t, int op, const floating *x, floating *out,
-                                Py_ssize_t n, double shift, double total) noexcept nogil:
-    """Second sweep over (a piece of) a row once its shift and sum are known."""
+                                Py_ssize_t n, double shift, double total,
+                                bint stream) noexcept nogil:
+    """Second sweep over (a piece of) a row once its shift and sum are known;
+    with `stream`, log_softmax writes by streaming stores (see STREAM_MIN_BYTES)."""
     if op == SOFTMAX:
         t.row_scale(out, n, 1.0 / total)
     elif op == LOG_SOFTMAX:
-        t.row_log_normalize(x, out, n, shift, log(total))
+        (t.row_log_normalize_stream if stream else t.row_log_normalize)(x, out, n, shift,
+                                                                        log(total))
 
 
 cdef inline bint is_backward(int op) noexcept nogil:
@@ -242,9 +245,12 @@ cdef inline double backward_reduce(const sx_table *t, int op, const floating *y,
 
 
 cdef inline void backward_finish(const sx_table *t, int op, const floating *y, const floating *g,
-                                 floating *out, Py_ssize_t n, double total) noexcept nogil:
+                                 floating *out, Py_ssize_t n, double total,
+                                 bint stream) noexcept nogil:
+    """The gradient sweep; with `stream`, softmax_backward writes by streaming
+    stores (see STREAM_MIN_BYTES)."""
     if op == SOFTMAX_BACKWARD:
-        t.row_softmax_bwd(y, g, out, n, total)
+        (t.row_softmax_bwd_stream if stream else t.row_softmax_bwd)(y, g, out, n, total)
     else:
         t.row_log_softmax_bwd(y, g, out, n, total)
 
@@ -294,9 +300,9 @@ cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ld
     """`op` on `count` contiguous rows of K elements (row i at x + i*ldx, its
     logsumexp at lse[i*lde]), by the calling thread.  Unless `ahead` is NULL,
     each forward row's exp sweep fetches the next row into cache, `ahead`
-    (the row this thread reads next) after the last.  With `stream`,
-    softmax_backward and log_softmax write `out` by streaming stores (the
-    caller then runs sx_store_fence once).
+    (the row this thread reads next) after the last.  With `stream`, the ops
+    that have streaming primitives (softmax_backward, log_softmax) write `out`
+    by streaming stores; the caller then runs sx_store_fence once.
 
     Short rows go through each sweep rows_per_group at a time (every max,
     then every sum, then every normalisation), so that the CPU overlaps one
@@ -315,12 +321,8 @@ cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ld
             for i in range(first, first + n):
                 total[i - first] = backward_reduce(t, op, x + i * ldx, g + i * ldg, K)
             for i in range(first, first + n):
-                if stream and op == SOFTMAX_BACKWARD:
-                    t.row_softmax_bwd_stream(x + i * ldx, g + i * ldg, out + i * ldo, K,
-                                             total[i - first])
-                else:
-                    backward_finish(t, op, x + i * ldx, g + i * ldg, out + i * ldo, K,
-                                    total[i - first])
+                backward_finish(t, op, x + i * ldx, g + i * ldg, out + i * ldo, K,
+                                total[i - first], stream)
             continue
         for i in range(first, first + n):
             shift[i - first] = forward_shift(op, t.row_max(x + i * ldx, K))
@@ -335,12 +337,8 @@ cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ld
                                              K, shift[i - first],
                                              row_after(x, ldx, i, count, ahead))
         for i in range(first, first + n):
-            if stream and op == LOG_SOFTMAX:
-                t.row_log_normalize_stream(x + i * ldx, out + i * ldo, K, shift[i - first],
-                                           log(total[i - first]))
-            else:
-                forward_finish(t, op, x + i * ldx, out + i * ldo, K, shift[i - first],
-                               total[i - first])
+            forward_finish(t, op, x + i * ldx, out + i * ldo, K, shift[i - first],
+                           total[i - first], stream)
 
 
 cdef inline void short_row_softmax_backward(const floating *p, const floating *g, floating *out,
@@ -384,8 +382,7 @@ cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating 
     cdef Py_ssize_t group = rows_per_group(K, sizeof(floating))
     cdef Py_ssize_t groups = (rows + group - 1) // group
     cdef bint ahead = fetch_ahead(K, sizeof(floating))
-    cdef bint stream = ((op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX)
-                        and rows * K * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES)
+    cdef bint stream = rows * K * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
     with parallel(num_threads=num_threads):
         for r in prange(groups, schedule="static"):
             whole_rows(t, op, x + r * group * ldx, ldx, at(g, r * group * ldg), ldg,
@@ -458,10 +455,10 @@ cdef int rows_kernel_split(int op, const floating *x, Py_ssize_t ldx, const floa
             n = min(SX_CHUNK, K - start)
             if backward:
                 backward_finish(t, op, x + r * ldx + start, g + r * ldg + start,
-                                out + r * ldo + start, n, total[r])
+                                out + r * ldo + start, n, total[r], False)
             else:
                 forward_finish(t, op, x + r * ldx + start, out + r * ldo + start, n,
-                               shift[r], total[r])
+                               shift[r], total[r], False)
     free(part)
     free(shift)
     free(total)

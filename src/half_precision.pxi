@@ -147,7 +147,7 @@ cdef void half_long_row_backward(const sx_table *t, const sx_half_table *h, int 
         n = min(SX_CHUNK, K - start)
         h.load(y + start, 0, ys, 0, 1, n)
         h.load(g + start, 0, gs, 0, 1, n)
-        backward_finish(t, op, ys, gs, ys, n, total)
+        backward_finish(t, op, ys, gs, ys, n, total, False)
         h.store(ys, 0, out + start, 0, 1, n)
 
 

@@ -68,11 +68,11 @@ cdef void row_split_finish(const sx_table *t, int op, const floating *x, const f
     """A slice's result from its merged `params`; softmax's exp sweep
     fetches the row `ahead` (or NULL) into cache."""
     if is_backward(op):
-        backward_finish(t, op, x, g, out, K, params[1])
+        backward_finish(t, op, x, g, out, K, params[1], False)
         return
     if op == SOFTMAX:
         t.row_exp_sum(x, out, K, params[0], ahead)
-    forward_finish(t, op, x, out, K, params[0], params[1])
+    forward_finish(t, op, x, out, K, params[0], params[1], False)
 
 
 cdef void strip_split_finish(const sx_table *t, int op, const floating *x, Py_ssize_t ldx,
