@@ -27,6 +27,7 @@ from typing import Optional, overload
 import numpy as np
 
 from . import _kernels
+from ._layout import memoised
 
 FLOAT32 = np.dtype(np.float32)
 FLOAT64 = np.dtype(np.float64)
@@ -39,9 +40,13 @@ def is_bfloat16(dtype: np.dtype) -> bool:
     return dtype.name == "bfloat16" and getattr(dtype.type, "__module__", "").startswith("ml_dtypes")
 
 
+@memoised
 def half_format(dtype: np.dtype) -> Optional[int]:
-    """The kernels' 16-bit format code of `dtype`, or None for other dtypes."""
-    if dtype.itemsize != 2:  # the common case, without comparing dtypes or names
+    """The kernels' 16-bit format code of `dtype`, or None for other dtypes.
+
+    Memoised (a call asks it several times, and ``dtype.name`` costs about a
+    microsecond); numpy dtypes hash and compare by what they describe."""
+    if dtype.itemsize != 2:
         return None
     if dtype == FLOAT16:
         return int(_kernels.HalfFormat.FLOAT16)

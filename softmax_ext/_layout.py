@@ -33,7 +33,7 @@ CACHED_GEOMETRIES = 512
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 
 
-def _cached(function: _Function) -> _Function:
+def memoised(function: _Function) -> _Function:
     """`function` memoised on its (hashable) arguments, its signature kept
     for the type checkers."""
     return cast(_Function, functools.lru_cache(maxsize=CACHED_GEOMETRIES)(function))
@@ -93,7 +93,7 @@ def overlaps_itself(a: np.ndarray) -> bool:
     return _overlaps_itself(a.shape, a.strides, a.itemsize)
 
 
-@_cached
+@memoised
 def _overlaps_itself(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> bool:
     span = itemsize
     for stride, length in sorted((abs(s), n) for s, n in zip(strides, shape) if n > 1):
@@ -160,7 +160,7 @@ class Plan:
             array = np.empty([shape[ax] for ax in order], dtype).transpose(_inverse(order))
         return array, self.checked_view(array)
 
-    @_cached
+    @memoised
     def _allocation_order(self, ndim: int) -> tuple[int, ...]:
         """Axes of a new ndim-array, slowest first: the unplanned (length-1)
         axes, then the plan's memory order."""
@@ -189,7 +189,7 @@ class Plan:
             return a.reshape(shape)
         return as_strided(a, shape, strides)
 
-    @_cached
+    @memoised
     def _view_geometry(self, shape: tuple[int, ...], strides: tuple[int, ...], size: int
                        ) -> Optional[tuple[tuple[int, ...], tuple[int, ...], bool]]:
         """(shape, strides, rows back to back) of the kernel view of an array
@@ -246,7 +246,7 @@ def plan_for(a: np.ndarray, axes: tuple[int, ...]) -> Plan:
     return _plan(a.shape, a.strides, a.itemsize, axes)
 
 
-@_cached
+@memoised
 def _plan(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int,
           axes: tuple[int, ...]) -> Plan:
     reduced = _slowest_first(shape, strides, axes)

@@ -62,6 +62,8 @@ cdef extern from "row_kernels.h":
                                          double log_sum) noexcept nogil
         void (*row_log_softmax_bwd)(const void *logp, const void *g, void *out, Py_ssize_t n,
                                     double grad_sum) noexcept nogil
+        void (*row_log_softmax_bwd_stream)(const void *logp, const void *g, void *out,
+                                           Py_ssize_t n, double grad_sum) noexcept nogil
         void (*row_xent_grad)(const void *e, const void *u, const void *v, void *out,
                               Py_ssize_t n, double alpha, double beta,
                               double gamma) noexcept nogil
@@ -117,8 +119,8 @@ cdef enum:
     # of (512, 32000), 2 threads, 3.2 -> 2.5 ms.
     AHEAD_MIN_BYTES = 2048
     AHEAD_MAX_BYTES = 262144
-    # softmax_backward and log_softmax write an output of STREAM_MIN_BYTES or
-    # more by streaming stores (row_*_stream), which skip reading each
+    # log_softmax and both backward ops write an output of STREAM_MIN_BYTES
+    # or more by streaming stores (row_*_stream), which skip reading each
     # output line before writing it: the caches (32 MiB of L3 here) would not
     # keep such an output anyway.  Measured (one process, both builds, min of
     # 40, numpy-allocated operands), new / old time, softmax_backward at 2
@@ -126,8 +128,13 @@ cdef enum:
     # 0.81, (4096, 1000) 0.72, (512, 32000) 0.86, (8, 1M) 0.85; 1 thread
     # 0.85-1.00.  log_softmax, 2 threads: float32 (512, 32000) 0.82,
     # (65536, 128) 0.84, float64 (16384, 128) 0.85, (4096, 1000) 0.86,
-    # (512, 32000) 0.83, (8, 1M) 0.97; 1 thread 0.80-0.94.  A fence after
-    # each row instead of one per thread made rows of 128 2-3x slower.
+    # (512, 32000) 0.83, (8, 1M) 0.97; 1 thread 0.80-0.94.
+    # log_softmax_backward, 2 threads: float32 (512, 32000) 0.90, (8, 1M)
+    # 0.87, (65536, 128) 0.80; float64 (16384, 128) 0.89, (4096, 1000) 0.89,
+    # (512, 32000) 0.83, (8, 1M) 0.87, (65536, 128) 0.86; 1 thread 0.82-1.05.
+    # A fence after each row instead of one per thread made rows of 128 2-3x
+    # slower; scalar exps for each row's partial lines (before the masked
+    # vector groups) made float32 rows of 128 1.2-1.7x slower.
     STREAM_MIN_BYTES = 16 * 1024 * 1024
     # Per-thread scratch for staging column tiles, shared by the staged
     # operands (one forward, two backward).  Measured on a 512 KiB-L2 Zen 3:
@@ -247,12 +254,12 @@ cdef inline double backward_reduce(const sx_table *t, int op, const floating *y,
 cdef inline void backward_finish(const sx_table *t, int op, const floating *y, const floating *g,
                                  floating *out, Py_ssize_t n, double total,
                                  bint stream) noexcept nogil:
-    """The gradient sweep; with `stream`, softmax_backward writes by streaming
-    stores (see STREAM_MIN_BYTES)."""
+    """The gradient sweep; with `stream`, by streaming stores (see
+    STREAM_MIN_BYTES)."""
     if op == SOFTMAX_BACKWARD:
         (t.row_softmax_bwd_stream if stream else t.row_softmax_bwd)(y, g, out, n, total)
     else:
-        t.row_log_softmax_bwd(y, g, out, n, total)
+        (t.row_log_softmax_bwd_stream if stream else t.row_log_softmax_bwd)(y, g, out, n, total)
 
 
 ctypedef fused element:
@@ -301,8 +308,8 @@ cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ld
     logsumexp at lse[i*lde]), by the calling thread.  Unless `ahead` is NULL,
     each forward row's exp sweep fetches the next row into cache, `ahead`
     (the row this thread reads next) after the last.  With `stream`, the ops
-    that have streaming primitives (softmax_backward, log_softmax) write `out`
-    by streaming stores; the caller then runs sx_store_fence once.
+    that have streaming primitives (log_softmax and both backward ops) write
+    `out` by streaming stores; the caller then runs sx_store_fence once.
 
     Short rows go through each sweep rows_per_group at a time (every max,
     then every sum, then every normalisation), so that the CPU overlaps one

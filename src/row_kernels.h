@@ -49,15 +49,17 @@ typedef struct sx_table {
     void (*row_log_normalize)(const void *x, void *out, ptrdiff_t n, double shift, double log_sum);
     double (*row_dot)(const void *a, const void *b, const void *c, ptrdiff_t n, double shift);
     void (*row_softmax_bwd)(const void *p, const void *g, void *out, ptrdiff_t n, double dot);
-    /* row_softmax_bwd and row_log_normalize by streaming stores where the
-       instruction set has them (then sx_store_fence once the thread is
-       done), else the ordinary ones */
+    /* the *_stream entries: the results of the primitive they name, written
+       by streaming stores where the instruction set has them (then
+       sx_store_fence once the thread is done), else that primitive itself */
     void (*row_softmax_bwd_stream)(const void *p, const void *g, void *out, ptrdiff_t n,
                                    double dot);
     void (*row_log_normalize_stream)(const void *x, void *out, ptrdiff_t n, double shift,
                                      double log_sum);
     void (*row_log_softmax_bwd)(const void *logp, const void *g, void *out, ptrdiff_t n,
                                 double grad_sum);
+    void (*row_log_softmax_bwd_stream)(const void *logp, const void *g, void *out, ptrdiff_t n,
+                                       double grad_sum);
     void (*row_xent_grad)(const void *e, const void *u, const void *v, void *out, ptrdiff_t n,
                           double alpha, double beta, double gamma);
     void (*col_max)(const void *x, ptrdiff_t ldx, ptrdiff_t K, ptrdiff_t w, void *m, void *copy,

@@ -156,23 +156,30 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_exp)(SX_T x)
  * same group in AVX2 intrinsics, 2^n in integer lanes, was measured and
  * dropped: 5-15 % faster without a store, up to 30 % slower storing the
  * exps, as softmax does; gcc spills the sixteen registers.) */
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
+#if SX_F64
+#define SX_V512(f) _mm512_##f##_pd
+#define SX_V512_T __m512d
+#else
+#define SX_V512(f) _mm512_##f##_ps
+#define SX_V512_T __m512
+#endif
+/* sx_exp of each lane of one 512-bit vector. */
+SX_ALWAYS_INLINE SX_TARGET SX_V512_T SX_NAME(sx_exp_vector)(SX_V512_T x)
+{
+    /* max and min return their second operand when either is NaN */
+    SX_V512_T n, r, p;
+    SX_EXP_REDUCE(x, n, r, SX_V512(max), SX_V512(min), SX_V512(fmadd), SX_V512(fnmadd),
+                  SX_V512(sub), SX_V512(set1))
+    SX_EXP_POLY(p, r, SX_V512(fmadd), SX_V512(set1))
+    return SX_V512(scalef)(p, n);
+}
+#endif
+
 SX_ALWAYS_INLINE SX_TARGET void SX_NAME(sx_exp_group)(SX_T *v)
 {
 #if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
-#if SX_F64
-#define SX_V(f) _mm512_##f##_pd
-#define SX_VT __m512d
-#else
-#define SX_V(f) _mm512_##f##_ps
-#define SX_VT __m512
-#endif
-    /* max and min return their second operand when either is NaN */
-    SX_VT x = SX_V(loadu)(v), n, r, p;
-    SX_EXP_REDUCE(x, n, r, SX_V(max), SX_V(min), SX_V(fmadd), SX_V(fnmadd), SX_V(sub), SX_V(set1))
-    SX_EXP_POLY(p, r, SX_V(fmadd), SX_V(set1))
-    SX_V(storeu)(v, SX_V(scalef)(p, n));
-#undef SX_VT
-#undef SX_V
+    SX_V512(storeu)(v, SX_NAME(sx_exp_vector)(SX_V512(loadu)(v)));
 #else
     SX_PRAGMA(omp simd)
     for (ptrdiff_t j = 0; j < SX_LANES; ++j) { v[j] = SX_NAME(sx_exp)(v[j]); }
@@ -511,37 +518,46 @@ static SX_TARGET_VJP void SX_NAME(row_softmax_bwd)(const void *pv, const void *g
 #undef SX_TARGET_VJP
 
 #if defined(SX_STREAM_STORES)
-/* out[i] = SCALAR(i) for i in [0, n) by streaming (non-temporal) stores,
- * which skip the read that an ordinary store makes of each output line: for
- * outputs too large for the caches, which would not keep them anyway.  The
- * elements before the first 64-byte boundary and after the last go by
- * scalar streaming stores, so that consecutive rows still fill whole lines;
- * VECTOR(i) gives the 512-bit group at i, the same values bit for bit. */
+/* out[i] for i in [0, n) by streaming (non-temporal) stores, which skip the
+ * read that an ordinary store makes of each output line: for outputs too
+ * large for the caches, which would not keep them anyway.  VECTOR(i, mask)
+ * gives the 512-bit group at i from loads masked by `mask` (the lanes left
+ * out read nothing).  The elements before the first 64-byte boundary and
+ * after the last come from such a partial group and go by scalar streaming
+ * stores, so that consecutive rows still fill whole lines; the vector code
+ * is the same everywhere, so is every bit.  `out` is aligned to its element
+ * size (check_view), hence a 64-byte boundary falls on an element. */
 #if SX_F64
-#define SX_V512(f) _mm512_##f##_pd
+#define SX_STREAM_MASK __mmask8
 #define SX_STREAM_BITS long long
 #define SX_STREAM_ONE(address, bits) _mm_stream_si64((long long *)(address), (bits))
 #else
-#define SX_V512(f) _mm512_##f##_ps
+#define SX_STREAM_MASK __mmask16
 #define SX_STREAM_BITS int
 #define SX_STREAM_ONE(address, bits) _mm_stream_si32((int *)(address), (bits))
 #endif
-#define SX_STREAM_SCALAR(out, i, SCALAR)                                                   \
+#define SX_STREAM_PART(out, start, count, VECTOR)                                          \
     do {                                                                                   \
-        const SX_T sx_value = SCALAR(i);                                                   \
-        SX_STREAM_BITS sx_bits;                                                            \
-        memcpy(&sx_bits, &sx_value, sizeof sx_bits);                                       \
-        SX_STREAM_ONE((out) + (i), sx_bits);                                               \
-    } while (0)
-#define SX_STREAM_ROW(out, n, SCALAR, VECTOR)                                              \
-    do {                                                                                   \
-        ptrdiff_t i = 0;                                                                   \
-        for (; i < (n) && ((uintptr_t)((out) + i) & 63) != 0; ++i) {                       \
-            SX_STREAM_SCALAR(out, i, SCALAR);                                              \
+        SX_T sx_part[SX_LANES];                                                            \
+        SX_V512(storeu)(sx_part, VECTOR(start, (SX_STREAM_MASK)((1u << (count)) - 1u)));  \
+        for (ptrdiff_t j = 0; j < (count); ++j) {                                          \
+            SX_STREAM_BITS sx_bits;                                                        \
+            memcpy(&sx_bits, sx_part + j, sizeof sx_bits);                                 \
+            SX_STREAM_ONE((out) + (start) + j, sx_bits);                                   \
         }                                                                                  \
-        for (; i + SX_LANES <= (n); i += SX_LANES) { SX_V512(stream)((out) + i, VECTOR(i)); } \
-        for (; i < (n); ++i) { SX_STREAM_SCALAR(out, i, SCALAR); }                         \
     } while (0)
+#define SX_STREAM_ROW(out, n, VECTOR)                                                      \
+    do {                                                                                   \
+        const ptrdiff_t sx_head =                                                          \
+            SX_MIN((n), (ptrdiff_t)(((0u - (uintptr_t)(out)) & 63u) / sizeof(SX_T)));     \
+        ptrdiff_t i = sx_head;                                                             \
+        if (sx_head > 0) { SX_STREAM_PART(out, 0, sx_head, VECTOR); }                      \
+        for (; i + SX_LANES <= (n); i += SX_LANES) {                                       \
+            SX_V512(stream)((out) + i, VECTOR(i, (SX_STREAM_MASK)~0u));                    \
+        }                                                                                  \
+        if (i < (n)) { SX_STREAM_PART(out, i, (n) - i, VECTOR); }                          \
+    } while (0)
+#define SX_LOAD_MASKED(mask, address) SX_V512(maskz_loadu)(mask, address)
 #endif
 
 /* row_softmax_bwd by streaming stores where the instantiation has them
@@ -552,11 +568,10 @@ static SX_TARGET void SX_NAME(row_softmax_bwd_stream)(const void *pv, const void
 #if defined(SX_STREAM_STORES)
     const SX_T *p = (const SX_T *)pv, *g = (const SX_T *)gv, dot = (SX_T)dot_d;
     SX_T *out = (SX_T *)outv;
-#define SX_VJP(i) (p[i] * (g[i] - dot))
-#define SX_VJP_GROUP(i)                                                                    \
-    SX_V512(mul)(SX_V512(loadu)(p + (i)), SX_V512(sub)(SX_V512(loadu)(g + (i)), SX_V512(set1)(dot)))
-    SX_STREAM_ROW(out, n, SX_VJP, SX_VJP_GROUP);
-#undef SX_VJP
+#define SX_VJP_GROUP(i, mask)                                                              \
+    SX_V512(mul)(SX_LOAD_MASKED(mask, p + (i)),                                            \
+                 SX_V512(sub)(SX_LOAD_MASKED(mask, g + (i)), SX_V512(set1)(dot)))
+    SX_STREAM_ROW(out, n, SX_VJP_GROUP);
 #undef SX_VJP_GROUP
 #else
     SX_NAME(row_softmax_bwd)(pv, gv, outv, n, dot_d);
@@ -571,24 +586,15 @@ static SX_TARGET void SX_NAME(row_log_normalize_stream)(const void *xv, void *ou
 #if defined(SX_STREAM_STORES)
     const SX_T *x = (const SX_T *)xv, shift = (SX_T)shift_d, log_sum = (SX_T)log_sum_d;
     SX_T *out = (SX_T *)outv;
-#define SX_LOGP(i) ((x[i] - shift) - log_sum)
-#define SX_LOGP_GROUP(i)                                                                   \
-    SX_V512(sub)(SX_V512(sub)(SX_V512(loadu)(x + (i)), SX_V512(set1)(shift)), SX_V512(set1)(log_sum))
-    SX_STREAM_ROW(out, n, SX_LOGP, SX_LOGP_GROUP);
-#undef SX_LOGP
+#define SX_LOGP_GROUP(i, mask)                                                             \
+    SX_V512(sub)(SX_V512(sub)(SX_LOAD_MASKED(mask, x + (i)), SX_V512(set1)(shift)),        \
+                 SX_V512(set1)(log_sum))
+    SX_STREAM_ROW(out, n, SX_LOGP_GROUP);
 #undef SX_LOGP_GROUP
 #else
     SX_NAME(row_log_normalize)(xv, outv, n, shift_d, log_sum_d);
 #endif
 }
-
-#if defined(SX_STREAM_STORES)
-#undef SX_STREAM_ROW
-#undef SX_STREAM_SCALAR
-#undef SX_STREAM_ONE
-#undef SX_STREAM_BITS
-#undef SX_V512
-#endif
 
 /* log_softmax VJP: out = g - exp(logp) * sum(g) */
 static SX_TARGET void SX_NAME(row_log_softmax_bwd)(const void *logpv, const void *gv, void *outv,
@@ -603,6 +609,40 @@ static SX_TARGET void SX_NAME(row_log_softmax_bwd)(const void *logpv, const void
 #undef SX_LOG_P
 #undef SX_LOG_BWD
 }
+
+/* row_log_softmax_bwd by streaming stores where the instantiation has them
+ * (SX_STREAM_STORES), else row_log_softmax_bwd itself.  The vector
+ * expression is the fused multiply-add that the compilers make of the
+ * ordinary loop's g - p * sum (the harness checks the bits). */
+static SX_TARGET void SX_NAME(row_log_softmax_bwd_stream)(const void *logpv, const void *gv,
+                                                          void *outv, ptrdiff_t n,
+                                                          double grad_sum_d)
+{
+#if defined(SX_STREAM_STORES)
+    const SX_T *logp = (const SX_T *)logpv, *g = (const SX_T *)gv, grad_sum = (SX_T)grad_sum_d;
+    SX_T *out = (SX_T *)outv;
+#define SX_LOG_BWD_GROUP(i, mask)                                                          \
+    SX_V512(fnmadd)(SX_NAME(sx_exp_vector)(SX_LOAD_MASKED(mask, logp + (i))),              \
+                    SX_V512(set1)(grad_sum), SX_LOAD_MASKED(mask, g + (i)))
+    SX_STREAM_ROW(out, n, SX_LOG_BWD_GROUP);
+#undef SX_LOG_BWD_GROUP
+#else
+    SX_NAME(row_log_softmax_bwd)(logpv, gv, outv, n, grad_sum_d);
+#endif
+}
+
+#if defined(SX_STREAM_STORES)
+#undef SX_STREAM_ROW
+#undef SX_STREAM_PART
+#undef SX_LOAD_MASKED
+#undef SX_STREAM_ONE
+#undef SX_STREAM_BITS
+#undef SX_STREAM_MASK
+#endif
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
+#undef SX_V512
+#undef SX_V512_T
+#endif
 
 /* Cross-entropy gradient of one row from its stored exponentials e_i:
  *   out_i = alpha * e_i - (beta * u_i + gamma) * v_i
@@ -841,7 +881,7 @@ static const sx_table SX_NAME(sx_table) = {
     SX_NAME(row_log_normalize), SX_NAME(row_dot),
     SX_NAME(row_softmax_bwd), SX_NAME(row_softmax_bwd_stream),
     SX_NAME(row_log_normalize_stream),
-    SX_NAME(row_log_softmax_bwd), SX_NAME(row_xent_grad),
+    SX_NAME(row_log_softmax_bwd), SX_NAME(row_log_softmax_bwd_stream), SX_NAME(row_xent_grad),
     SX_NAME(col_max),         SX_NAME(col_exp_sum),       SX_NAME(col_exp_excess),
     SX_NAME(col_scale),
     SX_NAME(col_log_normalize), SX_NAME(col_dot),

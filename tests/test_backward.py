@@ -157,19 +157,20 @@ def test_property_log_softmax_is_log_of_softmax(data, x):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax"])
+@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward", "log_softmax"])
 def test_streamed_output_has_the_ordinary_bits(isa, rng, name, dtype):
-    """softmax_backward and log_softmax write an output of STREAM_OUTPUT_BYTES
-    or more by streaming stores: the same bits as the ordinary path (the rows
-    in halves, each below the threshold), for 1 and 2 threads; rows of an odd
-    length start at every alignment."""
+    """log_softmax and both backward ops write an output of
+    STREAM_OUTPUT_BYTES or more by streaming stores: the same bits as the
+    ordinary path (the rows in halves, each below the threshold), for 1 and 2
+    threads; rows of an odd length start at every alignment."""
     K = 1001
     rows = _kernels.STREAM_OUTPUT_BYTES // (K * np.dtype(dtype).itemsize) + 3
     half = rows // 2
     assert half * K * np.dtype(dtype).itemsize < _kernels.STREAM_OUTPUT_BYTES
     x = rng.standard_normal((rows, K)).astype(dtype)
-    p, g = sx.softmax(x), rng.standard_normal((rows, K)).astype(dtype)
-    args = (p, g) if name == "softmax_backward" else (x,)
+    g = rng.standard_normal((rows, K)).astype(dtype)
+    forward = {"softmax_backward": sx.softmax, "log_softmax_backward": sx.log_softmax}
+    args = (forward[name](x), g) if name in forward else (x,)
     func = getattr(sx, name)
     ordinary = np.concatenate([func(*(a[:half] for a in args), num_threads=1),
                                func(*(a[half:] for a in args), num_threads=1)])
@@ -177,6 +178,8 @@ def test_streamed_output_has_the_ordinary_bits(isa, rng, name, dtype):
         streamed = func(*args, num_threads=threads)
         np.testing.assert_array_equal(bits(streamed), bits(ordinary), err_msg=f"{isa} {threads}")
     sample = slice(0, rows, 97)
-    expected = (ref.softmax_backward(p[sample].astype(np.float64), g[sample].astype(np.float64))
-                if name == "softmax_backward" else ref.log_softmax(x[sample].astype(np.float64)))
+    wide = [a[sample].astype(np.float64) for a in args]
+    reference = {"softmax_backward": ref.softmax_backward,
+                 "log_softmax_backward": ref.log_softmax_backward, "log_softmax": ref.log_softmax}
+    expected = reference[name](*wide)
     assert_close(ordinary[sample], expected, dtype)

@@ -346,10 +346,10 @@ static void check_against_portable(int level)
 
 /* ---- streaming stores ---------------------------------------------------------- */
 
-/* row_softmax_bwd_stream and row_log_normalize_stream write the very bits
-   of row_softmax_bwd and row_log_normalize, for rows of 1-70 elements at
-   every element offset within 64 bytes, and nothing outside the row (guard
-   values on both sides). */
+/* row_softmax_bwd_stream, row_log_normalize_stream and
+   row_log_softmax_bwd_stream write the very bits of the primitives they
+   name, for rows of 1-70 elements at every element offset within 64 bytes,
+   and nothing outside the row (guard values on both sides). */
 static void check_streaming(const char *isa)
 {
     enum { MAX_N = 70, PAD = 16, GUARD = 1234 };
@@ -364,21 +364,26 @@ static void check_streaming(const char *isa)
     }
     for (ptrdiff_t n = 1; n <= MAX_N; ++n) {
         for (ptrdiff_t offset = 0; offset < PAD; ++offset) {
-            for (int log_normalize = 0; log_normalize <= 1; ++log_normalize) {
+            for (int primitive = 0; primitive < 3; ++primitive) {
                 for (int k = 0; k < MAX_N + 2 * PAD; ++k) {
                     got32[k] = GUARD;
                     got64[k] = GUARD;
                 }
-                if (log_normalize) {
-                    sx_table_f32->row_log_normalize(g32, want32, n, 0.3, 1.7);
-                    sx_table_f32->row_log_normalize_stream(g32, got32 + offset, n, 0.3, 1.7);
-                    sx_table_f64->row_log_normalize(g64, want64, n, 0.3, 1.7);
-                    sx_table_f64->row_log_normalize_stream(g64, got64 + offset, n, 0.3, 1.7);
-                } else {
+                if (primitive == 0) {
                     sx_table_f32->row_softmax_bwd(p32, g32, want32, n, 0.3);
                     sx_table_f32->row_softmax_bwd_stream(p32, g32, got32 + offset, n, 0.3);
                     sx_table_f64->row_softmax_bwd(p64, g64, want64, n, 0.3);
                     sx_table_f64->row_softmax_bwd_stream(p64, g64, got64 + offset, n, 0.3);
+                } else if (primitive == 1) {
+                    sx_table_f32->row_log_normalize(g32, want32, n, 0.3, 1.7);
+                    sx_table_f32->row_log_normalize_stream(g32, got32 + offset, n, 0.3, 1.7);
+                    sx_table_f64->row_log_normalize(g64, want64, n, 0.3, 1.7);
+                    sx_table_f64->row_log_normalize_stream(g64, got64 + offset, n, 0.3, 1.7);
+                } else { /* the normal values g stand for log-probabilities */
+                    sx_table_f32->row_log_softmax_bwd(g32, p32, want32, n, 0.7);
+                    sx_table_f32->row_log_softmax_bwd_stream(g32, p32, got32 + offset, n, 0.7);
+                    sx_table_f64->row_log_softmax_bwd(g64, p64, want64, n, 0.7);
+                    sx_table_f64->row_log_softmax_bwd_stream(g64, p64, got64 + offset, n, 0.7);
                 }
                 sx_store_fence();
                 mismatches += memcmp(got32 + offset, want32, n * sizeof *want32) != 0;
