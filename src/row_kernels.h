@@ -85,7 +85,9 @@ typedef struct sx_table {
  * to and from float32; the row_* primitives are the float32 ones on a 16-bit
  * row (x, and out but for row_scale_store's float32 e), with the same bits.
  * As in sx_table, row_exp_sum and row_exp_excess also fetch `ahead` (n
- * values, or NULL), the next row to be read, into cache while they compute. */
+ * values, or NULL), the next row to be read, into cache while they compute,
+ * and the *_stream entries write by streaming stores where the instruction
+ * set has them (then sx_store_fence once the thread is done). */
 typedef struct sx_half_table {
     void (*load)(const void *src, ptrdiff_t lds, float *dst, ptrdiff_t ldd, ptrdiff_t rows,
                  ptrdiff_t n);
@@ -96,7 +98,10 @@ typedef struct sx_half_table {
     double (*row_exp_excess)(const void *x, ptrdiff_t n, double shift, double *ties,
                              const void *ahead);
     void (*row_scale_store)(const float *e, void *out, ptrdiff_t n, double factor);
+    void (*row_scale_store_stream)(const float *e, void *out, ptrdiff_t n, double factor);
     void (*row_log_normalize)(const void *x, void *out, ptrdiff_t n, double shift, double log_sum);
+    void (*row_log_normalize_stream)(const void *x, void *out, ptrdiff_t n, double shift,
+                                     double log_sum);
 } sx_half_table;
 
 /* ---- compiler portability (gcc, clang, MSVC) ----------------------------- */

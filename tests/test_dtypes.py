@@ -233,6 +233,27 @@ def test_16_bit_row_sweeps_on_gapped_reversed_rows_and_edge_rows(dtype, K, isa):
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+@pytest.mark.parametrize("func", [sx.softmax, sx.log_softmax])
+def test_16_bit_streamed_outputs_are_the_float32_results_rounded_once(dtype, func, isa):
+    """Rows swept in 16 bits write an output of STREAM_OUTPUT_BYTES or more by
+    streaming stores: still the float32 result rounded once, into a C array
+    and into rows 2 bytes off 64-byte alignment (an odd length: every row
+    starts at another offset), for 1 and 2 threads."""
+    K = 4099
+    rows = _kernels.STREAM_OUTPUT_BYTES // (K * dtype.itemsize) + 3
+    x = (np.random.default_rng(12).standard_normal((rows, K)) * 4).astype(dtype)
+    expected = func(x.astype(np.float32)).astype(dtype).view(np.uint16)
+    storage = np.full(rows * K + 32, 7.0, dtype)
+    skew = (-storage.ctypes.data % 64) // dtype.itemsize + 1
+    out = storage[skew:skew + rows * K].reshape(rows, K)
+    for threads in (1, 2):
+        np.testing.assert_array_equal(func(x, num_threads=threads).view(np.uint16), expected)
+        func(x, out=out, num_threads=threads)
+        np.testing.assert_array_equal(out.view(np.uint16), expected)
+        assert (storage[:skew] == 7).all() and (storage[skew + rows * K:] == 7).all()
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
 def test_16_bit_out_layouts_and_edge_values(dtype):
     x = np.array([[0.0, -np.inf, 1.0, 2.0], [np.nan, 0.0, 1.0, 2.0], [-np.inf] * 4,
                   [60000.0, 60000.0, 0.0, 0.0]]).astype(dtype)
