@@ -119,23 +119,28 @@ cdef enum:
     # of (512, 32000), 2 threads, 3.2 -> 2.5 ms.
     AHEAD_MIN_BYTES = 2048
     AHEAD_MAX_BYTES = 262144
-    # log_softmax and both backward ops write an output of STREAM_MIN_BYTES
-    # or more by streaming stores (row_*_stream), which skip reading each
-    # output line before writing it: the caches (32 MiB of L3 here) would not
-    # keep such an output anyway.  Measured (one process, both builds, min of
-    # 40, numpy-allocated operands), new / old time, softmax_backward at 2
-    # threads: float32 (512, 32000) 0.80, (8, 1M) 0.81; float64 (16384, 128)
-    # 0.81, (4096, 1000) 0.72, (512, 32000) 0.86, (8, 1M) 0.85; 1 thread
-    # 0.85-1.00.  log_softmax, 2 threads: float32 (512, 32000) 0.82,
-    # (65536, 128) 0.84, float64 (16384, 128) 0.85, (4096, 1000) 0.86,
-    # (512, 32000) 0.83, (8, 1M) 0.97; 1 thread 0.80-0.94.
-    # log_softmax_backward, 2 threads: float32 (512, 32000) 0.90, (8, 1M)
-    # 0.87, (65536, 128) 0.80; float64 (16384, 128) 0.89, (4096, 1000) 0.89,
-    # (512, 32000) 0.83, (8, 1M) 0.87, (65536, 128) 0.86; 1 thread 0.82-1.05.
+    # log_softmax and both backward ops write their output by streaming
+    # stores (row_*_stream), which skip reading each output line before
+    # writing it, when the call's operands (the output and the arrays read)
+    # come to STREAM_FOOTPRINT_BYTES or more, this machine's 32 MiB of L3:
+    # the caches would not keep such an output anyway.  Measured (one
+    # process, both builds, min of 40, numpy-allocated operands), new / old
+    # time, softmax_backward at 2 threads: float32 (512, 32000) 0.80,
+    # (8, 1M) 0.81; float64 (16384, 128) 0.81, (4096, 1000) 0.72,
+    # (512, 32000) 0.86, (8, 1M) 0.85; 1 thread 0.85-1.00.  log_softmax, 2
+    # threads: float32 (512, 32000) 0.82, (65536, 128) 0.84, float64
+    # (16384, 128) 0.85, (4096, 1000) 0.86, (512, 32000) 0.83, (8, 1M) 0.97;
+    # 1 thread 0.80-0.94.  log_softmax_backward, 2 threads: float32
+    # (512, 32000) 0.90, (8, 1M) 0.87, (65536, 128) 0.80; float64
+    # (16384, 128) 0.89, (4096, 1000) 0.89, (512, 32000) 0.83, (8, 1M) 0.87,
+    # (65536, 128) 0.86; 1 thread 0.82-1.05.  The footprint rather than the
+    # output alone: softmax_backward float32 (4096, 1000) (15.6 MiB out,
+    # 47 MiB in all) streamed 0.87-0.93 at 2 threads, (16384, 128) (8 MiB
+    # out, 24 MiB in all, which L3 keeps from call to call) 1.01-1.09.
     # A fence after each row instead of one per thread made rows of 128 2-3x
     # slower; scalar exps for each row's partial lines (before the masked
     # vector groups) made float32 rows of 128 1.2-1.7x slower.
-    STREAM_MIN_BYTES = 16 * 1024 * 1024
+    STREAM_FOOTPRINT_BYTES = 32 * 1024 * 1024
     # Per-thread scratch for staging column tiles, shared by the staged
     # operands (one forward, two backward).  Measured on a 512 KiB-L2 Zen 3:
     # wide tiles (long contiguous runs per strided row) matter more than
@@ -154,8 +159,9 @@ cpdef enum Op:
 
 # This architecture's kernel instruction sets, lowest first (row_kernels.h).
 ISA_NAMES = tuple(sx_isa_names[level].decode() for level in range(SX_ISA_LEVELS))
-# Outputs of this many bytes or more are written by streaming stores (for tests).
-STREAM_OUTPUT_BYTES = STREAM_MIN_BYTES
+# Calls whose operands come to this many bytes or more write by streaming
+# stores (for tests).
+STREAM_FOOTPRINT = STREAM_FOOTPRINT_BYTES
 _isa_level = sx_select_isa(SX_ISA_LEVELS - 1)
 
 
@@ -233,7 +239,8 @@ cdef inline void forward_finish(const sx_table *t, int op, const floating *x, fl
                                 Py_ssize_t n, double shift, double total,
                                 bint stream) noexcept nogil:
     """Second sweep over (a piece of) a row once its shift and sum are known;
-    with `stream`, log_softmax writes by streaming stores (see STREAM_MIN_BYTES)."""
+    with `stream`, log_softmax writes by streaming stores (see
+    STREAM_FOOTPRINT_BYTES)."""
     if op == SOFTMAX:
         t.row_scale(out, n, 1.0 / total)
     elif op == LOG_SOFTMAX:
@@ -255,7 +262,7 @@ cdef inline void backward_finish(const sx_table *t, int op, const floating *y, c
                                  floating *out, Py_ssize_t n, double total,
                                  bint stream) noexcept nogil:
     """The gradient sweep; with `stream`, by streaming stores (see
-    STREAM_MIN_BYTES)."""
+    STREAM_FOOTPRINT_BYTES)."""
     if op == SOFTMAX_BACKWARD:
         (t.row_softmax_bwd_stream if stream else t.row_softmax_bwd)(y, g, out, n, total)
     else:
@@ -389,7 +396,8 @@ cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating 
     cdef Py_ssize_t group = rows_per_group(K, sizeof(floating))
     cdef Py_ssize_t groups = (rows + group - 1) // group
     cdef bint ahead = fetch_ahead(K, sizeof(floating))
-    cdef bint stream = rows * K * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
+    cdef bint stream = (2 + (g != NULL)) * rows * K * <Py_ssize_t>sizeof(floating) \
+        >= STREAM_FOOTPRINT_BYTES
     with parallel(num_threads=num_threads):
         for r in prange(groups, schedule="static"):
             whole_rows(t, op, x + r * group * ldx, ldx, at(g, r * group * ldg), ldg,

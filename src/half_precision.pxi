@@ -18,8 +18,8 @@
 # (short rows as transposed tiles, column strips, long rows in SX_CHUNK
 # pieces whose sums are added in order), so the result is the float32 result
 # on the widened input, rounded once, for any thread count.  The rows swept in
-# 16 bits write an output of STREAM_MIN_BYTES or more by streaming stores, as
-# the float32 rows do (measured, new / old time, float16 and bfloat16 softmax
+# 16 bits write by streaming stores when input and output come to
+# STREAM_FOOTPRINT_BYTES, as the float32 rows do (measured, new / old time, float16 and bfloat16 softmax
 # and log_softmax: (512, 32000) 0.78-0.91 at 2 threads, 0.82-0.89 at 1;
 # (2048, 8192) 0.86-0.98).  A backward row
 # longer than HALF_WHOLE_ROW is streamed piece by piece, loading each piece
@@ -111,7 +111,7 @@ cdef void half_forward_row(const sx_half_table *h, int op, const uint16_t *x, ui
     """Forward `op` on one row of K 16-bit values, read and written in 16 bits
     by the sx_half_table row primitives, fetching the row `ahead` (or NULL)
     into cache meanwhile; with `stream`, `out` is written by streaming stores
-    (see STREAM_MIN_BYTES).  softmax keeps its float32 exps in `exps`
+    (see STREAM_FOOTPRINT_BYTES).  softmax keeps its float32 exps in `exps`
     (`capacity` floats); a longer row has them computed again, piece by
     piece, for the normalisation."""
     cdef double shift = forward_shift(op, h.row_max(x, K))
@@ -168,7 +168,8 @@ cdef int half_forward_rows(const sx_half_table *h, int op, const uint16_t *x, Py
     when a scratch cannot be allocated."""
     cdef Py_ssize_t capacity = min(K, HALF_WHOLE_ROW) if op == SOFTMAX else 0
     cdef bint ahead = fetch_ahead(K, sizeof(uint16_t))
-    cdef bint stream = out != NULL and n_rows * K * <Py_ssize_t>sizeof(uint16_t) >= STREAM_MIN_BYTES
+    cdef bint stream = out != NULL and \
+        2 * n_rows * K * <Py_ssize_t>sizeof(uint16_t) >= STREAM_FOOTPRINT_BYTES
     cdef Py_ssize_t r
     cdef float *exps
     cdef int failed = 0

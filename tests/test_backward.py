@@ -159,14 +159,15 @@ def test_property_log_softmax_is_log_of_softmax(data, x):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward", "log_softmax"])
 def test_streamed_output_has_the_ordinary_bits(isa, rng, name, dtype):
-    """log_softmax and both backward ops write an output of
-    STREAM_OUTPUT_BYTES or more by streaming stores: the same bits as the
+    """log_softmax and both backward ops write by streaming stores when their
+    operands come to STREAM_FOOTPRINT bytes or more: the same bits as the
     ordinary path (the rows in halves, each below the threshold), for 1 and 2
     threads; rows of an odd length start at every alignment."""
     K = 1001
-    rows = _kernels.STREAM_OUTPUT_BYTES // (K * np.dtype(dtype).itemsize) + 3
+    row_bytes = (2 if name == "log_softmax" else 3) * K * np.dtype(dtype).itemsize
+    rows = _kernels.STREAM_FOOTPRINT // row_bytes + 3
     half = rows // 2
-    assert half * K * np.dtype(dtype).itemsize < _kernels.STREAM_OUTPUT_BYTES
+    assert half * row_bytes < _kernels.STREAM_FOOTPRINT
     x = rng.standard_normal((rows, K)).astype(dtype)
     g = rng.standard_normal((rows, K)).astype(dtype)
     forward = {"softmax_backward": sx.softmax, "log_softmax_backward": sx.log_softmax}

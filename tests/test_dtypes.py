@@ -235,12 +235,12 @@ def test_16_bit_row_sweeps_on_gapped_reversed_rows_and_edge_rows(dtype, K, isa):
 @pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
 @pytest.mark.parametrize("func", [sx.softmax, sx.log_softmax])
 def test_16_bit_streamed_outputs_are_the_float32_results_rounded_once(dtype, func, isa):
-    """Rows swept in 16 bits write an output of STREAM_OUTPUT_BYTES or more by
-    streaming stores: still the float32 result rounded once, into a C array
-    and into rows 2 bytes off 64-byte alignment (an odd length: every row
-    starts at another offset), for 1 and 2 threads."""
+    """Rows swept in 16 bits write by streaming stores when input and output
+    come to STREAM_FOOTPRINT bytes or more: still the float32 result rounded
+    once, into a C array and into rows 2 bytes off 64-byte alignment (an odd
+    length: every row starts at another offset), for 1 and 2 threads."""
     K = 4099
-    rows = _kernels.STREAM_OUTPUT_BYTES // (K * dtype.itemsize) + 3
+    rows = _kernels.STREAM_FOOTPRINT // (2 * K * dtype.itemsize) + 3
     x = (np.random.default_rng(12).standard_normal((rows, K)) * 4).astype(dtype)
     expected = func(x.astype(np.float32)).astype(dtype).view(np.uint16)
     storage = np.full(rows * K + 32, 7.0, dtype)
