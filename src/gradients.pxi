@@ -272,7 +272,8 @@ def cross_entropy(*, const floating[:, :] logits not None, const Py_ssize_t[::1]
     per_tile = XENT_TILE if K < SHORT_ROW else 1
     ahead = fetch_ahead(K, size)
     with nogil:
-        for r in prange((N + per_tile - 1) // per_tile, schedule="static",
+        for r in prange((N + per_tile - 1) // per_tile, schedule="dynamic",
+                        chunksize=dynamic_chunk((N + per_tile - 1) // per_tile, num_threads),
                         num_threads=num_threads):
             r0 = r * per_tile  # first row of the tile
             xent_tile(t, z0 + r0 * ldz, ldz, K, min(per_tile, N - r0), at(y0, r0), ignore_index,

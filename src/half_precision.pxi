@@ -19,10 +19,10 @@
 # pieces whose sums are added in order), so the result is the float32 result
 # on the widened input, rounded once, for any thread count.  The rows swept in
 # 16 bits write by streaming stores when input and output come to
-# STREAM_FOOTPRINT_BYTES, as the float32 rows do (measured, new / old time, float16 and bfloat16 softmax
-# and log_softmax: (512, 32000) 0.78-0.91 at 2 threads, 0.82-0.89 at 1;
-# (2048, 8192) 0.86-0.98).  A backward row
-# longer than HALF_WHOLE_ROW is streamed piece by piece, loading each piece
+# STREAM_FOOTPRINT_BYTES, as the float32 rows do (measured, new / old time,
+# float16 and bfloat16 softmax and log_softmax: (512, 32000) 0.78-0.91 at 2
+# threads, 0.82-0.89 at 1; (2048, 8192) 0.86-0.98).  A backward row longer than
+# HALF_WHOLE_ROW is streamed piece by piece, loading each piece
 # once per sweep: the price of never holding a float32 copy of it.
 from libc.stdint cimport uint16_t
 
@@ -178,7 +178,8 @@ cdef int half_forward_rows(const sx_half_table *h, int op, const uint16_t *x, Py
         exps = <float *>malloc(capacity * sizeof(float)) if capacity else NULL
         if capacity and exps == NULL:
             failed_flag[0] = 1
-        for r in prange(n_rows, schedule="static"):
+        for r in prange(n_rows, schedule="dynamic",
+                        chunksize=dynamic_chunk(n_rows, num_threads)):
             if capacity and exps == NULL:
                 continue
             half_forward_row(h, op, x + r * ldx, <uint16_t *>at(out, r * ldo),
@@ -247,7 +248,8 @@ def rows_half(*, int op, int fmt, const uint16_t[:, :] x not None,
         scratch = <float *>malloc((4 if K < SHORT_ROW else 2) * capacity * sizeof(float))
         if scratch == NULL:
             failed_flag[0] = 1
-        for it in prange(tiles, schedule="static"):
+        for it in prange(tiles, schedule="dynamic",
+                         chunksize=dynamic_chunk(tiles, num_threads)):
             if scratch == NULL:
                 continue
             r0 = it * per_tile
@@ -311,7 +313,8 @@ def cols_half(*, int op, int fmt, const uint16_t[:, :, :] x not None,
         xs = <float *>malloc(2 * K * width * sizeof(float))
         if xs == NULL:
             failed_flag[0] = 1
-        for it in prange(outer * tiles, schedule="static"):
+        for it in prange(outer * tiles, schedule="dynamic",
+                         chunksize=dynamic_chunk(outer * tiles, num_threads)):
             if xs == NULL:
                 continue
             o = it // tiles
@@ -396,7 +399,8 @@ def cross_entropy_half(*, int fmt, const uint16_t[:, :] logits not None,
         scratch = <float *>malloc(capacity * sizeof(float))
         if scratch == NULL:
             failed_flag[0] = 1
-        for it in prange(tiles, schedule="static"):
+        for it in prange(tiles, schedule="dynamic",
+                         chunksize=dynamic_chunk(tiles, num_threads)):
             if scratch == NULL:
                 continue
             r0 = it * per_tile
