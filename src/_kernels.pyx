@@ -281,6 +281,14 @@ cdef inline const element *at(const element *p, Py_ssize_t offset) noexcept nogi
     return p + offset if p != NULL else NULL
 
 
+cdef inline bint streams(Py_ssize_t operands, Py_ssize_t elements,
+                         size_t itemsize) noexcept nogil:
+    """Whether a call on `operands` arrays (read and written) of `elements`
+    values each writes its output by streaming stores: when they come to
+    STREAM_FOOTPRINT_BYTES or more."""
+    return operands * elements * <Py_ssize_t>itemsize >= STREAM_FOOTPRINT_BYTES
+
+
 cdef inline Py_ssize_t dynamic_chunk(Py_ssize_t items, int num_threads) noexcept nogil:
     """Chunk size for a prange over independent items (rows, tiles) with
     schedule="dynamic": about a sixteenth of a thread's share.  A thread that
@@ -410,8 +418,7 @@ cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating 
     cdef Py_ssize_t group = rows_per_group(K, sizeof(floating))
     cdef Py_ssize_t groups = (rows + group - 1) // group
     cdef bint ahead = fetch_ahead(K, sizeof(floating))
-    cdef bint stream = (2 + (g != NULL)) * rows * K * <Py_ssize_t>sizeof(floating) \
-        >= STREAM_FOOTPRINT_BYTES
+    cdef bint stream = streams(2 + (g != NULL), rows * K, sizeof(floating))
     with parallel(num_threads=num_threads):
         for r in prange(groups, schedule="dynamic",
                         chunksize=dynamic_chunk(groups, num_threads)):

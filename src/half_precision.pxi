@@ -168,8 +168,7 @@ cdef int half_forward_rows(const sx_half_table *h, int op, const uint16_t *x, Py
     when a scratch cannot be allocated."""
     cdef Py_ssize_t capacity = min(K, HALF_WHOLE_ROW) if op == SOFTMAX else 0
     cdef bint ahead = fetch_ahead(K, sizeof(uint16_t))
-    cdef bint stream = out != NULL and \
-        2 * n_rows * K * <Py_ssize_t>sizeof(uint16_t) >= STREAM_FOOTPRINT_BYTES
+    cdef bint stream = out != NULL and streams(2, n_rows * K, sizeof(uint16_t))
     cdef Py_ssize_t r
     cdef float *exps
     cdef int failed = 0
