@@ -28,6 +28,7 @@
 # on num_threads.
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, NAN, exp, isfinite, isnan, log, log1p
+from libc.stdint cimport uint16_t
 from libc.stdlib cimport free, malloc
 
 ctypedef fused floating:
@@ -90,6 +91,29 @@ cdef extern from "row_kernels.h":
                                     Py_ssize_t w, const void *grad_sum) noexcept nogil
     const sx_table *sx_table_f32
     const sx_table *sx_table_f64
+    # 16-bit storage (float16, bfloat16; half_precision.pxi)
+    ctypedef struct sx_half_table:
+        void (*load)(const void *src, Py_ssize_t lds, float *dst, Py_ssize_t ldd,
+                     Py_ssize_t rows, Py_ssize_t n) noexcept nogil
+        void (*store)(const float *src, Py_ssize_t lds, void *dst, Py_ssize_t ldd,
+                      Py_ssize_t rows, Py_ssize_t n) noexcept nogil
+        double (*row_max)(const void *x, Py_ssize_t n) noexcept nogil
+        double (*row_exp_sum)(const void *x, float *out, Py_ssize_t n, double shift,
+                              const void *ahead) noexcept nogil
+        double (*row_exp_excess)(const void *x, Py_ssize_t n, double shift, double *ties,
+                                 const void *ahead) noexcept nogil
+        void (*row_scale_store)(const float *e, void *out, Py_ssize_t n,
+                                double factor) noexcept nogil
+        void (*row_scale_store_stream)(const float *e, void *out, Py_ssize_t n,
+                                       double factor) noexcept nogil
+        void (*row_log_normalize)(const void *x, void *out, Py_ssize_t n, double shift,
+                                  double log_sum) noexcept nogil
+        void (*row_log_normalize_stream)(const void *x, void *out, Py_ssize_t n, double shift,
+                                         double log_sum) noexcept nogil
+        void (*row_log_normalize_store)(const float *x, void *out, Py_ssize_t n, double shift,
+                                        double log_sum) noexcept nogil
+    const sx_half_table *sx_table_f16
+    const sx_half_table *sx_table_bf16
     const char *const sx_isa_names[]
     int sx_cpu_isa_level()
     int sx_runnable_isa_level()
@@ -102,12 +126,16 @@ cdef enum:
     # a short row alone leaves most vector lanes and the lane reduction idle.
     SHORT_ROW = 32
     # Short rows go through the sweeps ROW_GROUP at a time (whole_rows) when
-    # the group spans at most GROUP_BYTES (rows_per_group), which hides each
-    # row's latency behind the next row's work.  Measured here (float32, 1
-    # thread): K = 128 20-25 % faster forward and backward; K = 1000 (a 16 KiB
-    # group) 15-25 % slower, the sweeps no longer sharing L1.
+    # the group spans at most GROUP_BYTES_FORWARD / _BACKWARD (rows_per_group),
+    # which hides each row's latency behind the next row's work.  Measured
+    # here (float32, 1 thread): K = 128 20-25 % faster forward and backward;
+    # K = 1000 (a 16 KiB group) 15-25 % slower, the sweeps no longer sharing
+    # L1.  Groups of 8 KiB (K <= 512): forward K = 300-512 0.82-0.97 of the
+    # time of single rows (float16 / bfloat16 tiles 0.77-0.85), backward
+    # 0.93-1.10, so backward groups stay within 4 KiB.
     ROW_GROUP = 4
-    GROUP_BYTES = 4096
+    GROUP_BYTES_FORWARD = 8192
+    GROUP_BYTES_BACKWARD = 4096
     # Rows of AHEAD_MIN_BYTES to AHEAD_MAX_BYTES (the latter fits L2 beside
     # the row being swept) have the next row fetched into cache during their
     # exp sweep (row_exp_sum's `ahead`), so that its max sweep reads L2 while
@@ -248,6 +276,17 @@ cdef inline void forward_finish(const sx_table *t, int op, const floating *x, fl
                                                                         log(total))
 
 
+cdef inline void narrow_finish(const sx_half_table *h, int op, const float *x, const float *e,
+                               uint16_t *out, Py_ssize_t n, double shift,
+                               double total) noexcept nogil:
+    """forward_finish writing 16-bit results (float16 or bfloat16 per `h`),
+    each the float32 result rounded once: softmax from its exps `e`."""
+    if op == SOFTMAX:
+        h.row_scale_store(e, out, n, 1.0 / total)
+    elif op == LOG_SOFTMAX:
+        h.row_log_normalize_store(x, out, n, shift, log(total))
+
+
 cdef inline bint is_backward(int op) noexcept nogil:
     return op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD
 
@@ -302,9 +341,10 @@ cdef inline Py_ssize_t dynamic_chunk(Py_ssize_t items, int num_threads) noexcept
     return max(1, items // (16 * num_threads))
 
 
-cdef inline Py_ssize_t rows_per_group(Py_ssize_t K, size_t itemsize) noexcept nogil:
-    """Rows of K elements that whole_rows takes through its sweeps together."""
-    return ROW_GROUP if K * ROW_GROUP * <Py_ssize_t>itemsize <= GROUP_BYTES else 1
+cdef inline Py_ssize_t rows_per_group(int op, Py_ssize_t K, size_t itemsize) noexcept nogil:
+    """Rows of K elements that whole_rows takes through the sweeps of `op` together."""
+    cdef Py_ssize_t limit = GROUP_BYTES_BACKWARD if is_backward(op) else GROUP_BYTES_FORWARD
+    return ROW_GROUP if K * ROW_GROUP * <Py_ssize_t>itemsize <= limit else 1
 
 
 cdef inline bint fetch_ahead(Py_ssize_t K, size_t itemsize) noexcept nogil:
@@ -331,13 +371,18 @@ cdef inline const floating *row_after(const floating *x, Py_ssize_t ldx, Py_ssiz
 cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ldx,
                      const floating *g, Py_ssize_t ldg, floating *out, Py_ssize_t ldo,
                      floating *lse, Py_ssize_t lde, Py_ssize_t count, Py_ssize_t K,
-                     const floating *ahead, bint stream) noexcept nogil:
+                     const floating *ahead, bint stream, const sx_half_table *narrow,
+                     uint16_t *narrowed, Py_ssize_t ldn) noexcept nogil:
     """`op` on `count` contiguous rows of K elements (row i at x + i*ldx, its
     logsumexp at lse[i*lde]), by the calling thread.  Unless `ahead` is NULL,
     each forward row's exp sweep fetches the next row into cache, `ahead`
     (the row this thread reads next) after the last.  With `stream`, the ops
     that have streaming primitives (log_softmax and both backward ops) write
     `out` by streaming stores; the caller then runs sx_store_fence once.
+    Unless `narrow` is NULL (float32 only), softmax and log_softmax write
+    their results rounded to 16 bits into `narrowed` (rows ldn apart) by
+    narrow's row_scale_store / row_log_normalize_store, in their last sweep;
+    softmax's exps still go to `out`.
 
     Short rows go through each sweep rows_per_group at a time (every max,
     then every sum, then every normalisation), so that the CPU overlaps one
@@ -347,7 +392,7 @@ cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ld
     cdef double shift[ROW_GROUP]
     cdef double total[ROW_GROUP]
     cdef double ties
-    cdef Py_ssize_t per = rows_per_group(K, sizeof(floating))
+    cdef Py_ssize_t per = rows_per_group(op, K, sizeof(floating))
     cdef Py_ssize_t group, first, i, n
     for group in range((count + per - 1) // per):
         first = group * per
@@ -372,6 +417,11 @@ cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ld
                                              K, shift[i - first],
                                              row_after(x, ldx, i, count, ahead))
         for i in range(first, first + n):
+            if floating is float:
+                if narrow != NULL:
+                    narrow_finish(narrow, op, x + i * ldx, out + i * ldo, narrowed + i * ldn, K,
+                                  shift[i - first], total[i - first])
+                    continue
             forward_finish(t, op, x + i * ldx, out + i * ldo, K, shift[i - first],
                            total[i - first], stream)
 
@@ -415,7 +465,7 @@ cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating 
         if rows_kernel_split(op, x, ldx, g, ldg, out, ldo, lse, rows, K, num_threads) == 0:
             return
         # (no memory for the per-piece scratch: whole rows still work)
-    cdef Py_ssize_t group = rows_per_group(K, sizeof(floating))
+    cdef Py_ssize_t group = rows_per_group(op, K, sizeof(floating))
     cdef Py_ssize_t groups = (rows + group - 1) // group
     cdef bint ahead = fetch_ahead(K, sizeof(floating))
     cdef bint stream = streams(2 + (g != NULL), rows * K, sizeof(floating))
@@ -425,7 +475,7 @@ cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating 
             whole_rows(t, op, x + r * group * ldx, ldx, at(g, r * group * ldg), ldg,
                        <floating *>at(out, r * group * ldo), ldo, <floating *>at(lse, r * group),
                        1, min(group, rows - r * group), K,
-                       row_to_fetch(x, group * ldx, r + 1, groups, ahead), stream)
+                       row_to_fetch(x, group * ldx, r + 1, groups, ahead), stream, NULL, NULL, 0)
         if stream:
             sx_store_fence()
 
@@ -646,7 +696,8 @@ cdef void tiles_kernel(int op, const floating *x, Py_ssize_t xo, Py_ssize_t xk, 
             else:  # no memory for a tile of short rows: row by row
                 whole_rows(t, op, x + o * xo + j0 * xj, xj, at(g, o * go + j0 * gj), gj,
                            <floating *>at(out, o * oo + j0 * oj), oj,
-                           <floating *>at(lse, o * lo + j0 * lj), lj, w, K, NULL, False)
+                           <floating *>at(lse, o * lo + j0 * lj), lj, w, K, NULL, False, NULL,
+                           NULL, 0)
         free(scratch)
 
 

@@ -24,7 +24,6 @@
 # threads, 0.82-0.89 at 1; (2048, 8192) 0.86-0.98).  A backward row longer than
 # HALF_WHOLE_ROW is streamed piece by piece, loading each piece
 # once per sweep: the price of never holding a float32 copy of it.
-from libc.stdint cimport uint16_t
 
 cdef enum:
     # Rows up to this long are held whole in a thread's float32 scratch (4 MiB
@@ -38,29 +37,6 @@ cdef enum:
     # (64 KiB), softmax of (4096, 1000) 1.40-1.53 against 2.06-2.27 ms,
     # (16384, 128) 0.77-0.81 against 0.87-0.91 ms; 8192 in between.
     HALF_TILE = 4096
-
-cdef extern from "row_kernels.h":
-    ctypedef struct sx_half_table:
-        void (*load)(const void *src, Py_ssize_t lds, float *dst, Py_ssize_t ldd,
-                     Py_ssize_t rows, Py_ssize_t n) noexcept nogil
-        void (*store)(const float *src, Py_ssize_t lds, void *dst, Py_ssize_t ldd,
-                      Py_ssize_t rows, Py_ssize_t n) noexcept nogil
-        double (*row_max)(const void *x, Py_ssize_t n) noexcept nogil
-        double (*row_exp_sum)(const void *x, float *out, Py_ssize_t n, double shift,
-                              const void *ahead) noexcept nogil
-        double (*row_exp_excess)(const void *x, Py_ssize_t n, double shift, double *ties,
-                                 const void *ahead) noexcept nogil
-        void (*row_scale_store)(const float *e, void *out, Py_ssize_t n,
-                                double factor) noexcept nogil
-        void (*row_scale_store_stream)(const float *e, void *out, Py_ssize_t n,
-                                       double factor) noexcept nogil
-        void (*row_log_normalize)(const void *x, void *out, Py_ssize_t n, double shift,
-                                  double log_sum) noexcept nogil
-        void (*row_log_normalize_stream)(const void *x, void *out, Py_ssize_t n, double shift,
-                                         double log_sum) noexcept nogil
-    const sx_half_table *sx_table_f16
-    const sx_half_table *sx_table_bf16
-
 
 # 16-bit formats, passed by the Python layer as `fmt`.
 cpdef enum HalfFormat:
@@ -99,8 +75,11 @@ cdef void half_rows_tile(const sx_table *t, const sx_half_table *h, int op,
         # element (k, j) of row j at xs[j*K + k]; the transposing scratch follows
         transposed_tile(t, op, xs, 1, K, gs, 1, K, results, 1, K, lse, K, n,
                         scratch + 2 * capacity)
+    elif op == SOFTMAX or op == LOG_SOFTMAX:  # the last sweep writes 16 bits
+        whole_rows(t, op, xs, K, gs, K, results, K, lse, 1, n, K, NULL, False, h, out, ldo)
+        return
     else:
-        whole_rows(t, op, xs, K, gs, K, results, K, lse, 1, n, K, NULL, False)
+        whole_rows(t, op, xs, K, gs, K, results, K, lse, 1, n, K, NULL, False, NULL, NULL, 0)
     if out != NULL:
         h.store(xs, K, out, ldo, n, K)
 

@@ -83,7 +83,8 @@ typedef struct sx_table {
 
 /* 16-bit storage (float16, bfloat16): load and store convert (rows, n) tiles
  * to and from float32; the row_* primitives are the float32 ones on a 16-bit
- * row (x, and out but for row_scale_store's float32 e), with the same bits.
+ * row (x, and out; but row_scale_store and row_log_normalize_store read a
+ * float32 row: the exps e, or x widened), with the same bits.
  * As in sx_table, row_exp_sum and row_exp_excess also fetch `ahead` (n
  * values, or NULL), the next row to be read, into cache while they compute,
  * and the *_stream entries write by streaming stores where the instruction
@@ -102,6 +103,8 @@ typedef struct sx_half_table {
     void (*row_log_normalize)(const void *x, void *out, ptrdiff_t n, double shift, double log_sum);
     void (*row_log_normalize_stream)(const void *x, void *out, ptrdiff_t n, double shift,
                                      double log_sum);
+    void (*row_log_normalize_store)(const float *x, void *out, ptrdiff_t n, double shift,
+                                    double log_sum);
 } sx_half_table;
 
 /* ---- compiler portability (gcc, clang, MSVC) ----------------------------- */

@@ -156,8 +156,10 @@ def test_narrowing_rounds_as_numpy_and_ml_dtypes(dtype, isa):
     np.testing.assert_array_equal(np.signbit(got[nan].astype(np.float32)), np.signbit(x[nan]))
 
 
-HALF_CASES = [  # (shape, axis): short rows, long ones (whole, and streamed past 2^20), strided
-    ((64, 7), -1), ((40, 100), -1), ((5, 5000), -1), ((3, 40000), -1), ((2, 1_100_000), -1),
+HALF_CASES = [  # (shape, axis): short rows, rows in groups of 4 (the last group short), long
+    # ones (whole, and streamed past 2^20), strided
+    ((64, 7), -1), ((40, 100), -1), ((30, 300), -1), ((5, 5000), -1), ((3, 40000), -1),
+    ((2, 1_100_000), -1),
     ((300, 9), 0),
     ((7, 300, 5), 1),
     ((2, 20000, 3), 1),
