@@ -37,9 +37,9 @@ def median_seconds(func: Timing, min_repeats: int = 5, min_seconds: float = 0.2,
     return float(np.median(times))
 
 
-def interleaved_median_seconds(calls: dict[str, Timing], min_rounds: int = 5,
+def interleaved_median_seconds(calls: dict[str, Timing], min_rounds: int = 15,
                                min_seconds: float = 0.2, max_rounds: int = 60,
-                               settle_seconds: float = 0.002) -> dict[str, float]:
+                               settle_seconds: float = 0.012) -> dict[str, float]:
     """Median wall time of each call, measured in rounds that time every
     call once, in a rotating order.
 
@@ -48,7 +48,12 @@ def interleaved_median_seconds(calls: dict[str, Timing], min_rounds: int = 5,
     ratios between contenders stay meaningful.  Before its timed call each
     contender runs untimed for `settle_seconds` (at least once), so that the
     thread pool of the one before (OpenMP, OpenBLAS, a peer's own) has
-    stopped spinning and does not slow it down.  `min_seconds` is per call.
+    stopped spinning and does not take a core from it: libgomp's pools
+    (ours and PyTorch's) spin 8-9 ms after a call on this machine, so the
+    default is 12 ms (with 2 ms, softmax_backward float32 (16384, 128) at 2
+    threads measured 0.91-1.12 of PyTorch's time, with 12 ms 1.02-1.05).
+    The longer settle leaves fewer rounds in the same time, hence at least 15
+    (with 5, slow spells decided whole rows).  `min_seconds` is per call.
     """
     names = list(calls)
     times: dict[str, list[float]] = {name: [] for name in names}

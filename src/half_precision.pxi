@@ -78,10 +78,12 @@ cdef void half_rows_tile(const sx_table *t, const sx_half_table *h, int op,
         transposed_tile(t, op, xs, 1, K, gs, 1, K, results, 1, K, lse, K, n,
                         scratch + 2 * capacity)
     elif op == SOFTMAX or op == LOG_SOFTMAX:  # the last sweep writes 16 bits
-        whole_rows(t, op, xs, K, gs, K, results, K, lse, 1, n, K, NULL, False, h, out, ldo)
+        whole_rows(t, op, xs, K, gs, K, results, K, lse, 1, n, K, NULL, False, NULL, h, out,
+                   ldo)
         return
     else:
-        whole_rows(t, op, xs, K, gs, K, results, K, lse, 1, n, K, NULL, False, NULL, NULL, 0)
+        whole_rows(t, op, xs, K, gs, K, results, K, lse, 1, n, K, NULL, False, NULL, NULL,
+                   NULL, 0)
     if out != NULL:
         h.store(xs, K, out, ldo, n, K)
 

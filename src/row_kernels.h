@@ -56,6 +56,8 @@ typedef struct sx_table {
                                    double dot);
     void (*row_log_normalize_stream)(const void *x, void *out, ptrdiff_t n, double shift,
                                      double log_sum);
+    /* row_scale's products of exps kept in another row: out = e * factor */
+    void (*row_scale_stream)(const void *e, void *out, ptrdiff_t n, double factor);
     void (*row_log_softmax_bwd)(const void *logp, const void *g, void *out, ptrdiff_t n,
                                 double grad_sum);
     void (*row_log_softmax_bwd_stream)(const void *logp, const void *g, void *out, ptrdiff_t n,

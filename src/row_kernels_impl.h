@@ -596,6 +596,24 @@ static SX_TARGET void SX_NAME(row_log_normalize_stream)(const void *xv, void *ou
 #endif
 }
 
+/* out = e * factor, the products of row_scale with the exps e kept in
+ * another row (softmax's exps in a per-thread scratch), by streaming stores
+ * where the instantiation has them (SX_STREAM_STORES), else ordinary ones. */
+static SX_TARGET void SX_NAME(row_scale_stream)(const void *ev, void *outv, ptrdiff_t n,
+                                                double factor_d)
+{
+    const SX_T *e = (const SX_T *)ev, factor = (SX_T)factor_d;
+    SX_T *out = (SX_T *)outv;
+#if defined(SX_STREAM_STORES)
+#define SX_SCALED_GROUP(i, mask) SX_V512(mul)(SX_LOAD_MASKED(mask, e + (i)), SX_V512(set1)(factor))
+    SX_STREAM_ROW(out, n, SX_SCALED_GROUP);
+#undef SX_SCALED_GROUP
+#else
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < n; ++i) { out[i] = e[i] * factor; }
+#endif
+}
+
 /* log_softmax VJP: out = g - exp(logp) * sum(g) */
 static SX_TARGET void SX_NAME(row_log_softmax_bwd)(const void *logpv, const void *gv, void *outv,
                                                    ptrdiff_t n, double grad_sum_d)
@@ -880,7 +898,7 @@ static const sx_table SX_NAME(sx_table) = {
     SX_NAME(row_scale),
     SX_NAME(row_log_normalize), SX_NAME(row_dot),
     SX_NAME(row_softmax_bwd), SX_NAME(row_softmax_bwd_stream),
-    SX_NAME(row_log_normalize_stream),
+    SX_NAME(row_log_normalize_stream), SX_NAME(row_scale_stream),
     SX_NAME(row_log_softmax_bwd), SX_NAME(row_log_softmax_bwd_stream), SX_NAME(row_xent_grad),
     SX_NAME(col_max),         SX_NAME(col_exp_sum),       SX_NAME(col_exp_excess),
     SX_NAME(col_scale),

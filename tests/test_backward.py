@@ -157,14 +157,15 @@ def test_property_log_softmax_is_log_of_softmax(data, x):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward", "log_softmax"])
-def test_streamed_output_has_the_ordinary_bits(isa, rng, name, dtype):
-    """log_softmax and both backward ops write by streaming stores when their
-    operands come to STREAM_FOOTPRINT bytes or more: the same bits as the
-    ordinary path (the rows in halves, each below the threshold), for 1 and 2
-    threads; rows of an odd length start at every alignment."""
-    K = 1001
-    row_bytes = (2 if name == "log_softmax" else 3) * K * np.dtype(dtype).itemsize
+@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward", "log_softmax",
+                                  "softmax"])
+@pytest.mark.parametrize("K", [100, 1001])  # rows in groups of 4, and one at a time
+def test_streamed_output_has_the_ordinary_bits(isa, rng, name, dtype, K):
+    """softmax, log_softmax and both backward ops write by streaming stores
+    when their operands come to STREAM_FOOTPRINT bytes or more: the same bits
+    as the ordinary path (the rows in halves, each below the threshold), for
+    1 and 2 threads; rows of an odd length start at every alignment."""
+    row_bytes = (3 if name.endswith("_backward") else 2) * K * np.dtype(dtype).itemsize
     rows = _kernels.STREAM_FOOTPRINT // row_bytes + 3
     half = rows // 2
     assert half * row_bytes < _kernels.STREAM_FOOTPRINT
@@ -181,6 +182,7 @@ def test_streamed_output_has_the_ordinary_bits(isa, rng, name, dtype):
     sample = slice(0, rows, 97)
     wide = [a[sample].astype(np.float64) for a in args]
     reference = {"softmax_backward": ref.softmax_backward,
-                 "log_softmax_backward": ref.log_softmax_backward, "log_softmax": ref.log_softmax}
+                 "log_softmax_backward": ref.log_softmax_backward, "log_softmax": ref.log_softmax,
+                 "softmax": ref.softmax}
     expected = reference[name](*wide)
     assert_close(ordinary[sample], expected, dtype)

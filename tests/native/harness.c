@@ -365,10 +365,10 @@ static void check_against_portable(int level)
 
 /* ---- streaming stores ---------------------------------------------------------- */
 
-/* row_softmax_bwd_stream, row_log_normalize_stream and
-   row_log_softmax_bwd_stream write the very bits of the primitives they
-   name, for rows of 1-70 elements at every element offset within 64 bytes,
-   and nothing outside the row (guard values on both sides). */
+/* row_softmax_bwd_stream, row_log_normalize_stream,
+   row_log_softmax_bwd_stream and row_scale_stream write the very bits of the
+   primitives they name, for rows of 1-70 elements at every element offset
+   within 64 bytes, and nothing outside the row (guard values on both sides). */
 static void check_streaming(const char *isa)
 {
     enum { MAX_N = 70, PAD = 16, GUARD = 1234 };
@@ -383,7 +383,7 @@ static void check_streaming(const char *isa)
     }
     for (ptrdiff_t n = 1; n <= MAX_N; ++n) {
         for (ptrdiff_t offset = 0; offset < PAD; ++offset) {
-            for (int primitive = 0; primitive < 3; ++primitive) {
+            for (int primitive = 0; primitive < 4; ++primitive) {
                 for (int k = 0; k < MAX_N + 2 * PAD; ++k) {
                     got32[k] = GUARD;
                     got64[k] = GUARD;
@@ -398,11 +398,18 @@ static void check_streaming(const char *isa)
                     sx_table_f32->row_log_normalize_stream(g32, got32 + offset, n, 0.3, 1.7);
                     sx_table_f64->row_log_normalize(g64, want64, n, 0.3, 1.7);
                     sx_table_f64->row_log_normalize_stream(g64, got64 + offset, n, 0.3, 1.7);
-                } else { /* the normal values g stand for log-probabilities */
+                } else if (primitive == 2) { /* the normal values g stand for log-probabilities */
                     sx_table_f32->row_log_softmax_bwd(g32, p32, want32, n, 0.7);
                     sx_table_f32->row_log_softmax_bwd_stream(g32, p32, got32 + offset, n, 0.7);
                     sx_table_f64->row_log_softmax_bwd(g64, p64, want64, n, 0.7);
                     sx_table_f64->row_log_softmax_bwd_stream(g64, p64, got64 + offset, n, 0.7);
+                } else {
+                    memcpy(want32, p32, n * sizeof *want32);
+                    memcpy(want64, p64, n * sizeof *want64);
+                    sx_table_f32->row_scale(want32, n, 1.0 / 3.0);
+                    sx_table_f32->row_scale_stream(p32, got32 + offset, n, 1.0 / 3.0);
+                    sx_table_f64->row_scale(want64, n, 1.0 / 3.0);
+                    sx_table_f64->row_scale_stream(p64, got64 + offset, n, 1.0 / 3.0);
                 }
                 sx_store_fence();
                 mismatches += memcmp(got32 + offset, want32, n * sizeof *want32) != 0;
