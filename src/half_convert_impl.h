@@ -128,32 +128,64 @@ SX_ALWAYS_INLINE SX_TARGET void SX_NAME(widen_row)(const uint16_t *src, float *d
 #define SX_SCALAR_SET(c) ((float)(c))
 #define SX_SCALAR_VALUE(VALUE, x) VALUE(x, SX_SCALAR_MUL, SX_SCALAR_SUB, SX_SCALAR_SET)
 #if SX_HALF_HW == SX_HALF_HW_AVX512
-/* 16 values of either format from one vector: float16 by VCVTPS2PH, bfloat16
- * by sx_narrow's integer rounding in vector registers. */
+/* AVX-512, both formats: 32 values from two vectors, joined into one 64-byte
+ * vector (narrow_pair), and a row's last values by masked loads and stores,
+ * 16 at a time (narrow_vector).  float16 by VCVTPS2PH; bfloat16 by
+ * sx_narrow's integer rounding (bfloat16_in_high_half), whose results two
+ * vectors hand over in one permutation of 16-bit words (the compilers made
+ * that of the generic loop; a VPMOVDW per vector instead made bfloat16
+ * log_softmax of (512, 32000) 1.2x slower at 2 threads). */
+#if SX_BF16
+/* Each lane's bfloat16 code in its upper 16 bits (the lower ones are junk). */
+SX_ALWAYS_INLINE SX_TARGET __m512i SX_NAME(bfloat16_in_high_half)(__m512 v)
+{
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i bias = _mm512_add_epi32(
+        _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1)),
+        _mm512_set1_epi32(0x7fff));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+        _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    return _mm512_mask_blend_epi32(nan, _mm512_add_epi32(bits, bias),
+                                   _mm512_or_si512(bits, _mm512_set1_epi32(0x00400000)));
+}
+#endif
 SX_ALWAYS_INLINE SX_TARGET __m256i SX_NAME(narrow_vector)(__m512 v)
 {
 #if SX_BF16
-    const __m512i bits = _mm512_castps_si512(v), high = _mm512_srli_epi32(bits, 16);
-    const __m512i bias = _mm512_add_epi32(_mm512_and_si512(high, _mm512_set1_epi32(1)),
-                                          _mm512_set1_epi32(0x7fff));
-    const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, bias), 16);
-    const __m512i quiet_nan = _mm512_or_si512(high, _mm512_set1_epi32(0x0040));
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(
-        _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-    return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet_nan));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(SX_NAME(bfloat16_in_high_half)(v), 16));
 #else
     return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 #endif
 }
-#define SX_NARROW_MASKED(src, dst, mask, VALUE)                                               \
-    _mm256_mask_storeu_epi16(                                                                 \
-        dst, mask,                                                                            \
-        SX_NAME(narrow_vector)(VALUE(_mm512_maskz_loadu_ps(mask, src), _mm512_mul_ps,         \
-                                     _mm512_sub_ps, _mm512_set1_ps)))
+SX_ALWAYS_INLINE SX_TARGET __m512i SX_NAME(narrow_pair)(__m512 low, __m512 high)
+{
+#if SX_BF16
+    /* the odd 16-bit words of low, then those of high */
+    const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37,
+                                         35, 33, 31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7,
+                                         5, 3, 1);
+    return _mm512_permutex2var_epi16(SX_NAME(bfloat16_in_high_half)(low), odd,
+                                     SX_NAME(bfloat16_in_high_half)(high));
+#else
+    return _mm512_inserti64x4(_mm512_castsi256_si512(SX_NAME(narrow_vector)(low)),
+                              SX_NAME(narrow_vector)(high), 1);
+#endif
+}
+#define SX_NARROW_VALUE_512(VALUE, p) \
+    VALUE(_mm512_loadu_ps(p), _mm512_mul_ps, _mm512_sub_ps, _mm512_set1_ps)
+#define SX_NARROW_PAIR(src, VALUE) \
+    SX_NAME(narrow_pair)(SX_NARROW_VALUE_512(VALUE, src), SX_NARROW_VALUE_512(VALUE, (src) + 16))
 #define SX_NARROW_LOOP(src, dst, n, VALUE)                                                    \
-    for (; i + 16 <= (n); i += 16) { SX_NARROW_MASKED((src) + i, (dst) + i, 0xffff, VALUE); } \
-    if (i < (n)) {                                                                            \
-        SX_NARROW_MASKED((src) + i, (dst) + i, (__mmask16)((1u << ((n) - i)) - 1u), VALUE);   \
+    for (; i + 32 <= (n); i += 32) {                                                          \
+        _mm512_storeu_si512((void *)((dst) + i), SX_NARROW_PAIR((src) + i, VALUE));           \
+    }                                                                                         \
+    for (; i < (n); i += 16) {                                                                \
+        const __mmask16 sx_mask =                                                             \
+            (n) - i >= 16 ? (__mmask16)0xffffu : (__mmask16)((1u << ((n) - i)) - 1u);         \
+        _mm256_mask_storeu_epi16(                                                             \
+            (dst) + i, sx_mask,                                                               \
+            SX_NAME(narrow_vector)(VALUE(_mm512_maskz_loadu_ps(sx_mask, (src) + i),           \
+                                         _mm512_mul_ps, _mm512_sub_ps, _mm512_set1_ps)));     \
     }
 #else
 /* A group of SX_NARROW_WIDTH values: one hardware conversion, or the generic
@@ -191,21 +223,56 @@ SX_ALWAYS_INLINE SX_TARGET __m256i SX_NAME(narrow_vector)(__m512 v)
     }
 #endif
 
-/* dst[i] = narrow(src[i] * factor) for one row of n values, the product
- * formed in float32 (exact, so skipped, when factor is 1). */
-SX_ALWAYS_INLINE SX_TARGET void SX_NAME(narrow_row)(const float *src, uint16_t *dst, ptrdiff_t n,
-                                                     float factor)
-{
+/* The values VALUE(v, MUL, SUB, SET) that the narrowing loops round: v as
+ * it is, v * factor, (v - shift) - log_sum (row_log_normalize's order), with
+ * factor, shift and log_sum floats in the caller's scope. */
 #define SX_AS_IS(v, MUL, SUB, SET) (v)
 #define SX_SCALED(v, MUL, SUB, SET) MUL(v, SET(factor))
-    ptrdiff_t i = 0;
+#define SX_LOG_NORMALIZED(v, MUL, SUB, SET) SUB(SUB(v, SET(shift)), SET(log_sum))
+
+/* dst[i] = narrow(VALUE(src[i])) for i in [0, n), by streaming stores for
+ * `stream` where the instantiation has them (SX_STREAM_STORES, AVX-512):
+ * each whole 64-byte line of dst is narrowed in a vector register, two
+ * narrow_vector halves joined (not through the stack: two 32-byte stores
+ * read back as one 64-byte load stall store forwarding, 1.1-1.2x the time of
+ * ordinary stores), and streamed; the partial lines at either end (shared
+ * with the neighbouring rows) are stored as usual.  dst is aligned to 2
+ * bytes (check_view), so a 64-byte boundary falls on an element.  The same
+ * bits either way. */
+#if defined(SX_STREAM_STORES)
+#define SX_NARROW_ROW_TO(src, dst, n, VALUE, stream)                                           \
+    do {                                                                                       \
+        ptrdiff_t i = 0;                                                                       \
+        if (stream) {                                                                          \
+            const ptrdiff_t sx_head =                                                          \
+                SX_MIN((n), (ptrdiff_t)(((0u - (uintptr_t)(dst)) & 63u) / sizeof(uint16_t)));  \
+            SX_NARROW_LOOP(src, dst, sx_head, VALUE)                                           \
+            for (i = sx_head; i + 32 <= (n); i += 32) {                                        \
+                _mm512_stream_si512((__m512i *)((dst) + i), SX_NARROW_PAIR((src) + i, VALUE)); \
+            }                                                                                  \
+        }                                                                                      \
+        SX_NARROW_LOOP(src, dst, n, VALUE)                                                     \
+    } while (0)
+#else
+#define SX_NARROW_ROW_TO(src, dst, n, VALUE, stream) \
+    do {                                             \
+        ptrdiff_t i = 0;                             \
+        (void)(stream);                              \
+        SX_NARROW_LOOP(src, dst, n, VALUE)           \
+    } while (0)
+#endif
+
+/* dst[i] = narrow(src[i] * factor) for one row of n values, the product
+ * formed in float32 (exact, so skipped, when factor is 1), by streaming
+ * stores for `stream` (see SX_NARROW_ROW_TO). */
+SX_ALWAYS_INLINE SX_TARGET void SX_NAME(narrow_row_to)(const float *src, uint16_t *dst,
+                                                        ptrdiff_t n, float factor, int stream)
+{
     if (factor == 1.0f) {
-        SX_NARROW_LOOP(src, dst, n, SX_AS_IS)
+        SX_NARROW_ROW_TO(src, dst, n, SX_AS_IS, stream);
     } else {
-        SX_NARROW_LOOP(src, dst, n, SX_SCALED)
+        SX_NARROW_ROW_TO(src, dst, n, SX_SCALED, stream);
     }
-#undef SX_AS_IS
-#undef SX_SCALED
 }
 
 /* out = narrow((x - shift) - log_sum) for the float32 row x: row_log_normalize
@@ -215,61 +282,8 @@ static SX_TARGET void SX_NAME(row_log_normalize_store)(const float *x, void *out
                                                         double shift_d, double log_sum_d)
 {
     const float shift = (float)shift_d, log_sum = (float)log_sum_d;
-    uint16_t *out = (uint16_t *)outv;
-#define SX_LOG_NORMALIZED(v, MUL, SUB, SET) SUB(SUB(v, SET(shift)), SET(log_sum))
-    ptrdiff_t i = 0;
-    SX_NARROW_LOOP(x, out, n, SX_LOG_NORMALIZED)
-#undef SX_LOG_NORMALIZED
+    SX_NARROW_ROW_TO(x, (uint16_t *)outv, n, SX_LOG_NORMALIZED, 0);
 }
-
-/* narrow_row, by streaming stores for `stream` where the instantiation has
- * them (SX_STREAM_STORES, AVX-512): each whole 64-byte line of dst is
- * narrowed in a vector register, two narrow_vector halves joined (not
- * through the stack: two 32-byte stores read back as one 64-byte load stall
- * store forwarding, 1.1-1.2x the time of ordinary stores), and streamed; the
- * partial lines at either end (shared with the neighbouring rows) are stored
- * as usual.  dst is aligned to 2 bytes (check_view), so a 64-byte boundary
- * falls on an element.  The same bits either way. */
-SX_ALWAYS_INLINE SX_TARGET void SX_NAME(narrow_row_to)(const float *src, uint16_t *dst,
-                                                        ptrdiff_t n, float factor, int stream)
-{
-#if defined(SX_STREAM_STORES)
-    if (stream) {
-        enum { LINE = 64 / sizeof(uint16_t) };
-        ptrdiff_t i = SX_MIN(n, (ptrdiff_t)(((0u - (uintptr_t)dst) & 63u) / sizeof(uint16_t)));
-        SX_NAME(narrow_row)(src, dst, i, factor);
-        for (; i + LINE <= n; i += LINE) {
-            __m512 low = _mm512_loadu_ps(src + i), high = _mm512_loadu_ps(src + i + 16);
-            if (factor != 1.0f) {
-                low = _mm512_mul_ps(low, _mm512_set1_ps(factor));
-                high = _mm512_mul_ps(high, _mm512_set1_ps(factor));
-            }
-            const __m512i halves = _mm512_inserti64x4(
-                _mm512_castsi256_si512(SX_NAME(narrow_vector)(low)), SX_NAME(narrow_vector)(high), 1);
-            _mm512_stream_si512((__m512i *)(dst + i), halves);
-        }
-        SX_NAME(narrow_row)(src + i, dst + i, n - i, factor);
-        return;
-    }
-#endif
-    (void)stream;
-    SX_NAME(narrow_row)(src, dst, n, factor);
-}
-
-#undef SX_NARROW_LOOP
-#undef SX_NARROW_MASKED
-#undef SX_NARROW_GROUP
-#undef SX_NARROW_WIDTH
-#undef SX_SCALAR_VALUE
-#undef SX_SCALAR_MUL
-#undef SX_SCALAR_SUB
-#undef SX_SCALAR_SET
-#undef SX_F16C_WIDTH
-#undef SX_F16C_PS
-#undef SX_F16C_PH
-#undef SX_F16C
-#undef SX_F16C_LOAD_PH
-#undef SX_F16C_STORE_PH
 
 /* dst[r*ldd + i] = widen(src[r*lds + i]) for a (rows, n) tile (one row of
  * rows * n values when both are contiguous: short rows keep the vector loop). */
@@ -290,11 +304,11 @@ static SX_TARGET void SX_NAME(store)(const float *src, ptrdiff_t lds, void *dst,
                                      ptrdiff_t rows, ptrdiff_t n)
 {
     if (rows > 1 && lds == n && ldd == n) {
-        SX_NAME(narrow_row)(src, (uint16_t *)dst, rows * n, 1.0f);
+        SX_NAME(narrow_row_to)(src, (uint16_t *)dst, rows * n, 1.0f, 0);
         return;
     }
     for (ptrdiff_t r = 0; r < rows; ++r) {
-        SX_NAME(narrow_row)(src + r * lds, (uint16_t *)dst + r * ldd, n, 1.0f);
+        SX_NAME(narrow_row_to)(src + r * lds, (uint16_t *)dst + r * ldd, n, 1.0f, 0);
     }
 }
 
@@ -425,17 +439,69 @@ static SX_TARGET void SX_NAME(row_scale_store_stream)(const float *e, void *outv
     SX_NAME(narrow_row_to)(e, (uint16_t *)outv, n, (float)factor_d, 1);
 }
 
-/* out = narrow(row_log_normalize of the widened row); out may be x. */
-SX_ALWAYS_INLINE SX_TARGET void SX_NAME(log_normalize_to)(const uint16_t *x, uint16_t *out,
-                                                           ptrdiff_t n, double shift,
-                                                           double log_sum, int stream)
+#if defined(SX_STREAM_STORES)
+/* 16 values widened, exact (float16 by VCVTPH2PS, bfloat16 moved up 16 bits). */
+SX_ALWAYS_INLINE SX_TARGET __m512 SX_NAME(widen_vector)(__m256i h)
 {
+#if SX_BF16
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+#else
+    return _mm512_cvtph_ps(h);
+#endif
+}
+
+/* log_normalize_to's values for `count` values, 16 at a time by masked loads
+ * and stores (a streamed row's partial lines). */
+SX_ALWAYS_INLINE SX_TARGET void SX_NAME(log_normalize_masked)(const uint16_t *x, uint16_t *out,
+                                                               ptrdiff_t count, float shift,
+                                                               float log_sum)
+{
+    for (ptrdiff_t i = 0; i < count; i += 16) {
+        const __mmask16 mask =
+            count - i >= 16 ? (__mmask16)0xffffu : (__mmask16)((1u << (count - i)) - 1u);
+        const __m512 v = SX_NAME(widen_vector)(_mm256_maskz_loadu_epi16(mask, x + i));
+        _mm256_mask_storeu_epi16(out + i, mask,
+                                 SX_NAME(narrow_vector)(SX_LOG_NORMALIZED(
+                                     v, _mm512_mul_ps, _mm512_sub_ps, _mm512_set1_ps)));
+    }
+}
+#endif
+
+/* out = narrow(row_log_normalize of the widened row); out may be x.  With
+ * `stream` (AVX-512) it stays in vector registers from the 16-bit loads to
+ * the streamed lines: through a float32 block on the stack, each block's
+ * loads came right after the previous block's streaming stores and stalled
+ * on them (float16 / bfloat16 log_softmax of (512, 32000) 1.3-1.9x the
+ * time, varying with where the buffer fell). */
+SX_ALWAYS_INLINE SX_TARGET void SX_NAME(log_normalize_to)(const uint16_t *x, uint16_t *out,
+                                                           ptrdiff_t n, double shift_d,
+                                                           double log_sum_d, int stream)
+{
+    const float shift = (float)shift_d, log_sum = (float)log_sum_d;
+#if defined(SX_STREAM_STORES)
+    if (stream) {
+        const ptrdiff_t head =
+            SX_MIN(n, (ptrdiff_t)(((0u - (uintptr_t)out) & 63u) / sizeof(uint16_t)));
+        SX_NAME(log_normalize_masked)(x, out, head, shift, log_sum);
+        ptrdiff_t i = head;
+        for (; i + 32 <= n; i += 32) {
+#define SX_WIDE_LOG_NORMALIZED(p)                                                         \
+    SX_LOG_NORMALIZED(SX_NAME(widen_vector)(_mm256_loadu_si256((const __m256i *)(p))),   \
+                      _mm512_mul_ps, _mm512_sub_ps, _mm512_set1_ps)
+            _mm512_stream_si512((__m512i *)(out + i),
+                                SX_NAME(narrow_pair)(SX_WIDE_LOG_NORMALIZED(x + i),
+                                                     SX_WIDE_LOG_NORMALIZED(x + i + 16)));
+#undef SX_WIDE_LOG_NORMALIZED
+        }
+        SX_NAME(log_normalize_masked)(x + i, out + i, n - i, shift, log_sum);
+        return;
+    }
+#endif
     SX_BLOCK_BUFFER(wide);
     for (ptrdiff_t block = 0; block < n; block += SX_BLOCK) {
         const ptrdiff_t len = SX_MIN(SX_BLOCK, n - block);
         SX_NAME(widen_row)(x + block, wide, len);
-        SX_F32(row_log_normalize)(wide, wide, len, shift, log_sum);
-        SX_NAME(narrow_row_to)(wide, out + block, len, 1.0f, stream);
+        SX_NARROW_ROW_TO(wide, out + block, len, SX_LOG_NORMALIZED, 0);
     }
 }
 
@@ -461,3 +527,23 @@ static const sx_half_table SX_NAME(sx_half_table) = {
     SX_NAME(row_exp_excess), SX_NAME(row_scale_store), SX_NAME(row_scale_store_stream),
     SX_NAME(row_log_normalize), SX_NAME(row_log_normalize_stream), SX_NAME(row_log_normalize_store),
 };
+
+#undef SX_NARROW_LOOP
+#undef SX_NARROW_VALUE_512
+#undef SX_NARROW_PAIR
+#undef SX_NARROW_GROUP
+#undef SX_NARROW_WIDTH
+#undef SX_SCALAR_VALUE
+#undef SX_SCALAR_MUL
+#undef SX_SCALAR_SUB
+#undef SX_SCALAR_SET
+#undef SX_F16C_WIDTH
+#undef SX_F16C_PS
+#undef SX_F16C_PH
+#undef SX_F16C
+#undef SX_F16C_LOAD_PH
+#undef SX_F16C_STORE_PH
+#undef SX_NARROW_ROW_TO
+#undef SX_AS_IS
+#undef SX_SCALED
+#undef SX_LOG_NORMALIZED
