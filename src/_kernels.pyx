@@ -399,15 +399,15 @@ cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ld
     """`op` on `count` contiguous rows of K elements (row i at x + i*ldx, its
     logsumexp at lse[i*lde]), by the calling thread.  Unless `ahead` is NULL,
     each forward row's exp sweep fetches the next row into cache, `ahead`
-    (the row this thread reads next) after the last.  With `stream`, the ops
-    that have streaming primitives (log_softmax and both backward ops) write
-    `out` by streaming stores; the caller then runs sx_store_fence once.
-    Softmax does so when `exps` is not NULL: a scratch of rows_per_group rows
-    of K where it keeps the exps, then streamed into `out` scaled
-    (row_scale_stream).  Unless `narrow` is NULL (float32 only), softmax and log_softmax write
-    their results rounded to 16 bits into `narrowed` (rows ldn apart) by
-    narrow's row_scale_store / row_log_normalize_store, in their last sweep;
-    softmax's exps still go to `out`.
+    (the row this thread reads next) after the last.  With `stream`,
+    log_softmax and both backward ops write `out` by streaming stores; the
+    caller then runs sx_store_fence once.  Softmax streams when `exps` is not
+    NULL (a scratch of rows_per_group rows of K, where it keeps its exps and
+    then streams them into `out` scaled: row_scale_stream); otherwise it
+    keeps them in `out`.  Unless `narrow` is NULL (float32 only), softmax and
+    log_softmax write their results rounded to 16 bits into `narrowed` (rows
+    ldn apart) in their last sweep, by narrow's row_scale_store /
+    row_log_normalize_store; softmax's exps still go to `out`.
 
     Short rows go through each sweep rows_per_group at a time (every max,
     then every sum, then every normalisation), so that the CPU overlaps one

@@ -432,7 +432,7 @@ static SX_TARGET void SX_NAME(row_scale_store)(const float *e, void *outv, ptrdi
     SX_NAME(narrow_row_to)(e, (uint16_t *)outv, n, (float)factor_d, 0);
 }
 
-/* row_scale_store by streaming stores (see narrow_row_to). */
+/* row_scale_store by streaming stores (see SX_NARROW_ROW_TO). */
 static SX_TARGET void SX_NAME(row_scale_store_stream)(const float *e, void *outv, ptrdiff_t n,
                                                        double factor_d)
 {
@@ -511,7 +511,7 @@ static SX_TARGET void SX_NAME(row_log_normalize)(const void *x, void *out, ptrdi
     SX_NAME(log_normalize_to)((const uint16_t *)x, (uint16_t *)out, n, shift, log_sum, 0);
 }
 
-/* row_log_normalize by streaming stores (see narrow_row_to). */
+/* row_log_normalize by streaming stores (see log_normalize_to). */
 static SX_TARGET void SX_NAME(row_log_normalize_stream)(const void *x, void *out, ptrdiff_t n,
                                                          double shift, double log_sum)
 {
@@ -525,7 +525,8 @@ static SX_TARGET void SX_NAME(row_log_normalize_stream)(const void *x, void *out
 static const sx_half_table SX_NAME(sx_half_table) = {
     SX_NAME(load),           SX_NAME(store),           SX_NAME(row_max), SX_NAME(row_exp_sum),
     SX_NAME(row_exp_excess), SX_NAME(row_scale_store), SX_NAME(row_scale_store_stream),
-    SX_NAME(row_log_normalize), SX_NAME(row_log_normalize_stream), SX_NAME(row_log_normalize_store),
+    SX_NAME(row_log_normalize), SX_NAME(row_log_normalize_stream),
+    SX_NAME(row_log_normalize_store),
 };
 
 #undef SX_NARROW_LOOP

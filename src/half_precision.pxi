@@ -16,9 +16,10 @@
 # float32 code of _kernels.pyx on it in cache, and stores the result back
 # rounded: forward rows of SHORT_ROW to HALF_TILE values in their last sweep
 # (whole_rows with `narrow`: 0.77-0.98 of the time of a float32 sweep and a
-# separate narrowing pass, float16 and bfloat16, K = 32-4096, 1 thread).  Either way the sums are formed in the float32 routes' order
-# (short rows as transposed tiles, column strips, long rows in SX_CHUNK
-# pieces whose sums are added in order), so the result is the float32 result
+# separate narrowing pass, float16 and bfloat16, K = 32-4096, 1 thread).
+# Either way the sums are formed in the float32 routes' order (short rows as
+# transposed tiles, column strips, long rows in SX_CHUNK pieces whose sums
+# are added in order), so the result is the float32 result
 # on the widened input, rounded once, for any thread count.  The rows swept in
 # 16 bits write by streaming stores when input and output come to
 # STREAM_FOOTPRINT_BYTES, as the float32 rows do (measured, new / old time,
