@@ -16,8 +16,8 @@
  * Otherwise (and always for bfloat16) the conversions are branch-free integer
  * and float operations, so the loops vectorise for every target; on AVX-512
  * the bfloat16 narrowing is that integer rounding in vector intrinsics
- * (narrow_vector), so that both formats narrow 16 values a vector with
- * masked tails.  Hardware and software conversions agree on every value but
+ * (narrow_vector, narrow_pair), so that both formats narrow 16 values a
+ * vector with masked tails.  Hardware and software conversions agree on every value but
  * signalling NaNs, which the hardware quiets.
  * float32 -> 16-bit rounds to nearest, ties to even (as numpy and ml_dtypes
  * do); overflow gives +-inf, NaN stays NaN with its sign.  16-bit -> float32
@@ -247,10 +247,10 @@ SX_ALWAYS_INLINE SX_TARGET __m512i SX_NAME(narrow_pair)(__m512 low, __m512 high)
 
 /* dst[i] = narrow(VALUE(src[i])) for i in [0, n), by streaming stores for
  * `stream` where the instantiation has them (SX_STREAM_STORES, AVX-512):
- * each whole 64-byte line of dst is narrowed in a vector register, two
- * narrow_vector halves joined (not through the stack: two 32-byte stores
- * read back as one 64-byte load stall store forwarding, 1.1-1.2x the time of
- * ordinary stores), and streamed; the partial lines at either end (shared
+ * each whole 64-byte line of dst is narrowed in a vector register
+ * (narrow_pair; not through the stack: two 32-byte stores read back as one
+ * 64-byte load stall store forwarding, 1.1-1.2x the time of ordinary
+ * stores), and streamed; the partial lines at either end (shared
  * with the neighbouring rows) are stored as usual.  dst is aligned to 2
  * bytes (check_view), so a 64-byte boundary falls on an element.  The same
  * bits either way. */
