@@ -171,22 +171,28 @@ SX_ALWAYS_INLINE SX_TARGET __m512i SX_NAME(narrow_pair)(__m512 low, __m512 high)
                               SX_NAME(narrow_vector)(high), 1);
 #endif
 }
-#define SX_NARROW_VALUE_512(VALUE, p) \
-    VALUE(_mm512_loadu_ps(p), _mm512_mul_ps, _mm512_sub_ps, _mm512_set1_ps)
-#define SX_NARROW_PAIR(src, VALUE) \
-    SX_NAME(narrow_pair)(SX_NARROW_VALUE_512(VALUE, src), SX_NARROW_VALUE_512(VALUE, (src) + 16))
-#define SX_NARROW_LOOP(src, dst, n, VALUE)                                                    \
+/* The source is read by LOAD(p) and LOAD_MASKED(mask, p), 16 float32 values
+ * a vector: from float32 (SX_LOAD_F32), or widened from 16 bits as they are
+ * loaded (SX_LOAD_WIDE, log_normalize_to). */
+#define SX_LOAD_F32(p) _mm512_loadu_ps(p)
+#define SX_LOAD_F32_MASKED(mask, p) _mm512_maskz_loadu_ps(mask, p)
+#define SX_NARROW_VALUE_512(VALUE, x) VALUE(x, _mm512_mul_ps, _mm512_sub_ps, _mm512_set1_ps)
+#define SX_NARROW_PAIR(src, VALUE, LOAD)                                                      \
+    SX_NAME(narrow_pair)(SX_NARROW_VALUE_512(VALUE, LOAD(src)),                               \
+                         SX_NARROW_VALUE_512(VALUE, LOAD((src) + 16)))
+#define SX_NARROW_LOOP_FROM(src, dst, n, VALUE, LOAD, LOAD_MASKED)                            \
     for (; i + 32 <= (n); i += 32) {                                                          \
-        _mm512_storeu_si512((void *)((dst) + i), SX_NARROW_PAIR((src) + i, VALUE));           \
+        _mm512_storeu_si512((void *)((dst) + i), SX_NARROW_PAIR((src) + i, VALUE, LOAD));     \
     }                                                                                         \
     for (; i < (n); i += 16) {                                                                \
         const __mmask16 sx_mask =                                                             \
             (n) - i >= 16 ? (__mmask16)0xffffu : (__mmask16)((1u << ((n) - i)) - 1u);         \
         _mm256_mask_storeu_epi16(                                                             \
             (dst) + i, sx_mask,                                                               \
-            SX_NAME(narrow_vector)(VALUE(_mm512_maskz_loadu_ps(sx_mask, (src) + i),           \
-                                         _mm512_mul_ps, _mm512_sub_ps, _mm512_set1_ps)));     \
+            SX_NAME(narrow_vector)(SX_NARROW_VALUE_512(VALUE, LOAD_MASKED(sx_mask, (src) + i)))); \
     }
+#define SX_NARROW_LOOP(src, dst, n, VALUE)                                                    \
+    SX_NARROW_LOOP_FROM(src, dst, n, VALUE, SX_LOAD_F32, SX_LOAD_F32_MASKED)
 #else
 /* A group of SX_NARROW_WIDTH values: one hardware conversion, or the generic
  * loop (branch-free, so it vectorises); the partial group on a padded copy. */
@@ -255,18 +261,26 @@ SX_ALWAYS_INLINE SX_TARGET __m512i SX_NAME(narrow_pair)(__m512 low, __m512 high)
  * bytes (check_view), so a 64-byte boundary falls on an element.  The same
  * bits either way. */
 #if defined(SX_STREAM_STORES)
-#define SX_NARROW_ROW_TO(src, dst, n, VALUE, stream)                                           \
+/* The streamed loop over [0, n), the source read as in SX_NARROW_LOOP_FROM. */
+#define SX_STREAM_NARROWED(src, dst, n, VALUE, LOAD, LOAD_MASKED)                              \
     do {                                                                                       \
         ptrdiff_t i = 0;                                                                       \
-        if (stream) {                                                                          \
-            const ptrdiff_t sx_head =                                                          \
-                SX_MIN((n), (ptrdiff_t)(((0u - (uintptr_t)(dst)) & 63u) / sizeof(uint16_t)));  \
-            SX_NARROW_LOOP(src, dst, sx_head, VALUE)                                           \
-            for (i = sx_head; i + 32 <= (n); i += 32) {                                        \
-                _mm512_stream_si512((__m512i *)((dst) + i), SX_NARROW_PAIR((src) + i, VALUE)); \
-            }                                                                                  \
+        const ptrdiff_t sx_head =                                                              \
+            SX_MIN((n), (ptrdiff_t)(((0u - (uintptr_t)(dst)) & 63u) / sizeof(uint16_t)));      \
+        SX_NARROW_LOOP_FROM(src, dst, sx_head, VALUE, LOAD, LOAD_MASKED)                       \
+        for (i = sx_head; i + 32 <= (n); i += 32) {                                            \
+            _mm512_stream_si512((__m512i *)((dst) + i), SX_NARROW_PAIR((src) + i, VALUE, LOAD)); \
         }                                                                                      \
-        SX_NARROW_LOOP(src, dst, n, VALUE)                                                     \
+        SX_NARROW_LOOP_FROM(src, dst, n, VALUE, LOAD, LOAD_MASKED)                             \
+    } while (0)
+#define SX_NARROW_ROW_TO(src, dst, n, VALUE, stream)                                           \
+    do {                                                                                       \
+        if (stream) {                                                                          \
+            SX_STREAM_NARROWED(src, dst, n, VALUE, SX_LOAD_F32, SX_LOAD_F32_MASKED);           \
+        } else {                                                                               \
+            ptrdiff_t i = 0;                                                                   \
+            SX_NARROW_LOOP(src, dst, n, VALUE)                                                 \
+        }                                                                                      \
     } while (0)
 #else
 #define SX_NARROW_ROW_TO(src, dst, n, VALUE, stream) \
@@ -465,21 +479,9 @@ SX_ALWAYS_INLINE SX_TARGET __m512 SX_NAME(widen_vector)(__m256i h)
 #endif
 }
 
-/* log_normalize_to's values for `count` values, 16 at a time by masked loads
- * and stores (a streamed row's partial lines). */
-SX_ALWAYS_INLINE SX_TARGET void SX_NAME(log_normalize_masked)(const uint16_t *x, uint16_t *out,
-                                                               ptrdiff_t count, float shift,
-                                                               float log_sum)
-{
-    for (ptrdiff_t i = 0; i < count; i += 16) {
-        const __mmask16 mask =
-            count - i >= 16 ? (__mmask16)0xffffu : (__mmask16)((1u << (count - i)) - 1u);
-        const __m512 v = SX_NAME(widen_vector)(_mm256_maskz_loadu_epi16(mask, x + i));
-        _mm256_mask_storeu_epi16(out + i, mask,
-                                 SX_NAME(narrow_vector)(SX_LOG_NORMALIZED(
-                                     v, _mm512_mul_ps, _mm512_sub_ps, _mm512_set1_ps)));
-    }
-}
+/* 16 values loaded from 16 bits and widened (SX_NARROW_LOOP_FROM's LOAD) */
+#define SX_LOAD_WIDE(p) SX_NAME(widen_vector)(_mm256_loadu_si256((const __m256i *)(p)))
+#define SX_LOAD_WIDE_MASKED(mask, p) SX_NAME(widen_vector)(_mm256_maskz_loadu_epi16(mask, p))
 #endif
 
 /* out = narrow(row_log_normalize of the widened row); out may be x.  With
@@ -495,20 +497,7 @@ SX_ALWAYS_INLINE SX_TARGET void SX_NAME(log_normalize_to)(const uint16_t *x, uin
     const float shift = (float)shift_d, log_sum = (float)log_sum_d;
 #if defined(SX_STREAM_STORES)
     if (stream) {
-        const ptrdiff_t head =
-            SX_MIN(n, (ptrdiff_t)(((0u - (uintptr_t)out) & 63u) / sizeof(uint16_t)));
-        SX_NAME(log_normalize_masked)(x, out, head, shift, log_sum);
-        ptrdiff_t i = head;
-        for (; i + 32 <= n; i += 32) {
-#define SX_WIDE_LOG_NORMALIZED(p)                                                         \
-    SX_LOG_NORMALIZED(SX_NAME(widen_vector)(_mm256_loadu_si256((const __m256i *)(p))),   \
-                      _mm512_mul_ps, _mm512_sub_ps, _mm512_set1_ps)
-            _mm512_stream_si512((__m512i *)(out + i),
-                                SX_NAME(narrow_pair)(SX_WIDE_LOG_NORMALIZED(x + i),
-                                                     SX_WIDE_LOG_NORMALIZED(x + i + 16)));
-#undef SX_WIDE_LOG_NORMALIZED
-        }
-        SX_NAME(log_normalize_masked)(x + i, out + i, n - i, shift, log_sum);
+        SX_STREAM_NARROWED(x, out, n, SX_LOG_NORMALIZED, SX_LOAD_WIDE, SX_LOAD_WIDE_MASKED);
         return;
     }
 #endif
@@ -545,6 +534,12 @@ static const sx_half_table SX_NAME(sx_half_table) = {
 };
 
 #undef SX_NARROW_LOOP
+#undef SX_NARROW_LOOP_FROM
+#undef SX_STREAM_NARROWED
+#undef SX_LOAD_F32
+#undef SX_LOAD_F32_MASKED
+#undef SX_LOAD_WIDE
+#undef SX_LOAD_WIDE_MASKED
 #undef SX_NARROW_VALUE_512
 #undef SX_NARROW_PAIR
 #undef SX_NARROW_GROUP
