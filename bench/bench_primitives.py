@@ -13,8 +13,9 @@ the degree-6 polynomial in six, VSCALEF, add to the sum: 15 per 16 lanes;
 float64: 22 per 8 lanes, its polynomial having degree 13), over the two 512-bit
 vector instructions per cycle of a Zen 4 core (four 256-bit pipes, two per
 512-bit instruction).  Loads, stores and loop control issue elsewhere.  No
-bound is given for AVX2, where gcc builds 2^n from integer operations, clamps
-with compares and blends and spills some of the sixteen registers.
+bound is given for AVX2, whose exp (about 25 instructions per 8 floats, 2^n
+built from integer lanes) mixes integer and floating-point pipes in ways that
+differ from core to core.
 
     python bench/bench_primitives.py
 """

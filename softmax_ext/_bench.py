@@ -262,12 +262,14 @@ def machine_description() -> dict[str, object]:
 
 def write_results(results_dir: str, prefix: str, machine: dict[str, object],
                   data: dict[str, object], markdown: str) -> str:
-    """Write <results_dir>/<prefix>_<machine>.json and .md; returns the path stem."""
+    """Write <results_dir>/<prefix>_<machine>.json and .md, <machine> naming the
+    logical CPUs, the CPU model and the kernels' instruction set (one model
+    name can cover CPUs with and without AVX-512); returns the path stem."""
     import json
     import re
 
     os.makedirs(results_dir, exist_ok=True)
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{machine['logical_cpus']}cpu-{machine['cpu']}").strip("-")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{machine['logical_cpus']}cpu-{machine['cpu']}-{machine['simd']}").strip("-")
     stem = os.path.join(results_dir, f"{prefix}_{slug}")
     with open(f"{stem}.json", "w") as f:
         json.dump({"machine": machine, **data}, f, indent=1)

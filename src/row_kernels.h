@@ -133,6 +133,7 @@ typedef struct sx_half_table {
 /* exp of a whole group in one vector, per instantiation (row_kernels_impl.h) */
 #define SX_VECTOR_EXP_NONE 0
 #define SX_VECTOR_EXP_AVX512 1
+#define SX_VECTOR_EXP_AVX2 2
 
 /* float16 conversions in hardware, per instantiation (half_convert_impl.h) */
 #define SX_HALF_HW_NONE 0
@@ -169,7 +170,7 @@ static const char *const sx_isa_names[] = {"portable", "avx2", "avx512"};
 #define SX_ISA avx2
 #define SX_TARGET __attribute__((target("avx2,fma,f16c")))
 #define SX_HALF_HW SX_HALF_HW_F16C /* every AVX2 CPU has F16C */
-#define SX_VECTOR_EXP SX_VECTOR_EXP_NONE
+#define SX_VECTOR_EXP SX_VECTOR_EXP_AVX2
 #include "sx_instantiate.h"
 #undef SX_VECTOR_EXP
 #undef SX_HALF_HW

@@ -19,7 +19,11 @@
  *             widened row, NaN, +-inf and +-0 rows included;
  *   isa       every instruction set agrees with the portable one within the
  *             exp error, and float16 conversions agree bit for bit on every
- *             float16 and on float32 values around every float16 (NaNs: both NaN).
+ *             float16 and on float32 values around every float16 (NaNs: both NaN);
+ *   avx2 exp  (x86-64, gcc/clang) the AVX2 vector exp gives the bits of the
+ *             scalar formula it vectorises (sx_exp), NaNs included: every
+ *             float32 pattern (or every stride-th), float64 values over the
+ *             clamp range and past it.
  * The last line is "N passed, M failed"; the exit status is 1 on any failure.
  * Usage: harness [--best-exp-stride S] [--exp-stride S]
  *   the float32 exp sweep checks every S-th float: S = 1 (every float) for the
@@ -301,6 +305,51 @@ static void check_half_rows(const char *isa)
     free(x); free(next); free(out); free(ref); free(wide); free(e); free(e_ref);
 }
 
+/* ---- the AVX2 vector exp against its scalar formula ----------------------------- */
+
+#if defined(SX_X86_TARGETS)
+#define SX_TARGET_AVX2 __attribute__((target("avx2,fma,f16c"))) /* as row_kernels.h's */
+/* Lanes where sx_exp_vector and sx_exp give other bits: float32 patterns
+   first, first + stride, ... (all 2^32 with stride 1), then 2^20 float64
+   values in [-800, 800] and the specials. */
+static SX_TARGET_AVX2 uint64_t avx2_vector_exp_mismatches(uint32_t stride)
+{
+    uint64_t mismatches = 0;
+    for (uint64_t first = 0; first < (1ull << 32); first += 8ull * stride) {
+        float x[8], want[8], got[8];
+        for (int j = 0; j < 8; ++j) {
+            x[j] = float_of((uint32_t)(first + (uint64_t)j * stride));
+            want[j] = sx_exp_f32_avx2(x[j]);
+        }
+        _mm256_storeu_ps(got, sx_exp_vector_f32_avx2(_mm256_loadu_ps(x)));
+        for (int j = 0; j < 8; ++j) { mismatches += bits_of(got[j]) != bits_of(want[j]); }
+    }
+    enum { N64 = 1 << 20 };
+    static const double specials[] = {-INFINITY, INFINITY, NAN, -NAN, 0.0, -0.0,
+                                      -746.0, -745.2, 709.8, 710.0, -708.4, 1e-300};
+    enum { SPECIALS = sizeof specials / sizeof specials[0] };
+    for (int i = 0; i < N64; i += 4) {
+        double x[4], want[4], got[4];
+        for (int j = 0; j < 4; ++j) {
+            x[j] = i + j < SPECIALS ? specials[i + j] : -800.0 + uniform() * 1600.0;
+            want[j] = sx_exp_f64_avx2(x[j]);
+        }
+        _mm256_storeu_pd(got, sx_exp_vector_f64_avx2(_mm256_loadu_pd(x)));
+        for (int j = 0; j < 4; ++j) { mismatches += memcmp(&got[j], &want[j], sizeof got[j]) != 0; }
+    }
+    return mismatches;
+}
+
+static void check_avx2_vector_exp(uint32_t stride)
+{
+    char what[80];
+    snprintf(what, sizeof what, "vector exp = scalar sx_exp bit for bit (every %u-th float)",
+             (unsigned)stride);
+    const uint64_t mismatches = avx2_vector_exp_mismatches(stride);
+    report(mismatches == 0, "avx2", what, (double)mismatches, 0);
+}
+#endif
+
 /* ---- agreement with the portable instruction set ------------------------------- */
 
 static void check_against_portable(int level)
@@ -493,6 +542,11 @@ int main(int argc, char **argv)
         check_streaming(isa);
         check_half_streaming(isa);
         if (level > 0) { check_against_portable(level); }
+#if defined(SX_X86_TARGETS)
+        if (level == SX_ISA_AVX2) {
+            check_avx2_vector_exp((uint32_t)(level == best ? best_stride : lower_stride));
+        }
+#endif
     }
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
