@@ -252,7 +252,8 @@ SX_ALWAYS_INLINE SX_TARGET __m512i SX_NAME(narrow_pair)(__m512 low, __m512 high)
 #define SX_LOG_NORMALIZED(v, MUL, SUB, SET) SUB(SUB(v, SET(shift)), SET(log_sum))
 
 /* dst[i] = narrow(VALUE(src[i])) for i in [0, n), by streaming stores for
- * `stream` where the instantiation has them (SX_STREAM_STORES, AVX-512):
+ * `stream` where the instantiation has them (AVX-512: SX_STREAM_STORES and
+ * its narrowing):
  * each whole 64-byte line of dst is narrowed in a vector register
  * (narrow_pair; not through the stack: two 32-byte stores read back as one
  * 64-byte load stall store forwarding, 1.1-1.2x the time of ordinary
@@ -260,7 +261,7 @@ SX_ALWAYS_INLINE SX_TARGET __m512i SX_NAME(narrow_pair)(__m512 low, __m512 high)
  * with the neighbouring rows) are stored as usual.  dst is aligned to 2
  * bytes (check_view), so a 64-byte boundary falls on an element.  The same
  * bits either way. */
-#if defined(SX_STREAM_STORES)
+#if defined(SX_STREAM_STORES) && SX_HALF_HW == SX_HALF_HW_AVX512
 /* The streamed loop over [0, n), the source read as in SX_NARROW_LOOP_FROM. */
 #define SX_STREAM_NARROWED(src, dst, n, VALUE, LOAD, LOAD_MASKED)                              \
     do {                                                                                       \
@@ -468,7 +469,7 @@ static SX_TARGET void SX_NAME(row_scale_store_stream)(const float *e, void *outv
     SX_NAME(narrow_row_to)(e, (uint16_t *)outv, n, (float)factor_d, 1);
 }
 
-#if defined(SX_STREAM_STORES)
+#if defined(SX_STREAM_STORES) && SX_HALF_HW == SX_HALF_HW_AVX512
 /* 16 values widened, exact (float16 by VCVTPH2PS, bfloat16 moved up 16 bits). */
 SX_ALWAYS_INLINE SX_TARGET __m512 SX_NAME(widen_vector)(__m256i h)
 {
@@ -495,7 +496,7 @@ SX_ALWAYS_INLINE SX_TARGET void SX_NAME(log_normalize_to)(const uint16_t *x, uin
                                                            double log_sum_d, int stream)
 {
     const float shift = (float)shift_d, log_sum = (float)log_sum_d;
-#if defined(SX_STREAM_STORES)
+#if defined(SX_STREAM_STORES) && SX_HALF_HW == SX_HALF_HW_AVX512
     if (stream) {
         SX_STREAM_NARROWED(x, out, n, SX_LOG_NORMALIZED, SX_LOAD_WIDE, SX_LOAD_WIDE_MASKED);
         return;

@@ -171,7 +171,9 @@ static const char *const sx_isa_names[] = {"portable", "avx2", "avx512"};
 #define SX_TARGET __attribute__((target("avx2,fma,f16c")))
 #define SX_HALF_HW SX_HALF_HW_F16C /* every AVX2 CPU has F16C */
 #define SX_VECTOR_EXP SX_VECTOR_EXP_AVX2
+#define SX_STREAM_STORES 1 /* 256-bit streaming stores (row_softmax_bwd_stream, ...) */
 #include "sx_instantiate.h"
+#undef SX_STREAM_STORES
 #undef SX_VECTOR_EXP
 #undef SX_HALF_HW
 #undef SX_TARGET

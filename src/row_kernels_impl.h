@@ -326,26 +326,52 @@ static SX_TARGET_VJP void SX_NAME(row_softmax_bwd)(const void *pv, const void *g
 #if defined(SX_STREAM_STORES)
 /* out[i] for i in [0, n) by streaming (non-temporal) stores, which skip the
  * read that an ordinary store makes of each output line: for outputs too
- * large for the caches, which would not keep them anyway.  VECTOR(i, mask)
- * gives the 512-bit group at i from loads masked by `mask` (the lanes left
- * out read nothing).  The elements before the first 64-byte boundary and
- * after the last come from such a partial group and go by scalar streaming
- * stores, so that consecutive rows still fill whole lines; the vector code
- * is the same everywhere, so is every bit.  `out` is aligned to its element
- * size (check_view), hence a 64-byte boundary falls on an element. */
+ * large for the caches, which would not keep them anyway.  VECTOR(i, LOAD)
+ * gives the SX_EXP_WIDTH values from i (one vector: a 64-byte line on
+ * AVX-512, half of one on AVX2), its operands read by LOAD(address): whole
+ * vectors by SX_VEC(loadu), or for a partial line by SX_LOAD_PART, which
+ * reads only the lanes of sx_mask and gives 0 in the others.  The elements
+ * before the first 64-byte boundary and after the last come from such
+ * partial vectors and go by scalar streaming stores, so that consecutive
+ * rows still fill whole lines; the vector code is the same everywhere, so
+ * is every bit.  `out` is aligned to its element size (check_view), hence a
+ * 64-byte boundary falls on an element. */
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
+#define SX_VEC(f) SX_V512(f)
+#define SX_LOAD_PART(address) SX_V512(maskz_loadu)(sx_mask, address)
 #if SX_F64
-#define SX_STREAM_MASK __mmask8
+#define SX_PART_MASK_T __mmask8
+#else
+#define SX_PART_MASK_T __mmask16
+#endif
+#define SX_PART_MASK(count) ((SX_PART_MASK_T)((1u << (count)) - 1u))
+#else /* AVX2 */
+#define SX_VEC(f) SX_V256(f)
+#define SX_LOAD_PART(address) SX_V256(maskload)(address, sx_mask)
+#define SX_PART_MASK_T __m256i
+#if SX_F64
+#define SX_PART_MASK(count) \
+    _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(count)), _mm256_setr_epi64x(0, 1, 2, 3))
+#else
+#define SX_PART_MASK(count) \
+    _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#endif
+#endif
+#if SX_F64
 #define SX_STREAM_BITS long long
 #define SX_STREAM_ONE(address, bits) _mm_stream_si64((long long *)(address), (bits))
 #else
-#define SX_STREAM_MASK __mmask16
 #define SX_STREAM_BITS int
 #define SX_STREAM_ONE(address, bits) _mm_stream_si32((int *)(address), (bits))
 #endif
 #define SX_STREAM_PART(out, start, count, VECTOR)                                          \
     do {                                                                                   \
         SX_T sx_part[SX_LANES];                                                            \
-        SX_V512(storeu)(sx_part, VECTOR(start, (SX_STREAM_MASK)((1u << (count)) - 1u)));  \
+        for (ptrdiff_t sx_h = 0; sx_h < (count); sx_h += SX_EXP_WIDTH) {                   \
+            const SX_PART_MASK_T sx_mask =                                                 \
+                SX_PART_MASK(SX_MIN((count) - sx_h, SX_EXP_WIDTH));                        \
+            SX_VEC(storeu)(sx_part + sx_h, VECTOR((start) + sx_h, SX_LOAD_PART));          \
+        }                                                                                  \
         for (ptrdiff_t j = 0; j < (count); ++j) {                                          \
             SX_STREAM_BITS sx_bits;                                                        \
             memcpy(&sx_bits, sx_part + j, sizeof sx_bits);                                 \
@@ -359,11 +385,13 @@ static SX_TARGET_VJP void SX_NAME(row_softmax_bwd)(const void *pv, const void *g
         ptrdiff_t i = sx_head;                                                             \
         if (sx_head > 0) { SX_STREAM_PART(out, 0, sx_head, VECTOR); }                      \
         for (; i + SX_LANES <= (n); i += SX_LANES) {                                       \
-            SX_V512(stream)((out) + i, VECTOR(i, (SX_STREAM_MASK)~0u));                    \
+            SX_UNROLL(2)                                                                   \
+            for (ptrdiff_t sx_h = i; sx_h < i + SX_LANES; sx_h += SX_EXP_WIDTH) {          \
+                SX_VEC(stream)((out) + sx_h, VECTOR(sx_h, SX_VEC(loadu)));                 \
+            }                                                                              \
         }                                                                                  \
         if (i < (n)) { SX_STREAM_PART(out, i, (n) - i, VECTOR); }                          \
     } while (0)
-#define SX_LOAD_MASKED(mask, address) SX_V512(maskz_loadu)(mask, address)
 #endif
 
 /* row_softmax_bwd by streaming stores where the instantiation has them
@@ -374,9 +402,7 @@ static SX_TARGET void SX_NAME(row_softmax_bwd_stream)(const void *pv, const void
 #if defined(SX_STREAM_STORES)
     const SX_T *p = (const SX_T *)pv, *g = (const SX_T *)gv, dot = (SX_T)dot_d;
     SX_T *out = (SX_T *)outv;
-#define SX_VJP_GROUP(i, mask)                                                              \
-    SX_V512(mul)(SX_LOAD_MASKED(mask, p + (i)),                                            \
-                 SX_V512(sub)(SX_LOAD_MASKED(mask, g + (i)), SX_V512(set1)(dot)))
+#define SX_VJP_GROUP(i, LOAD) SX_VEC(mul)(LOAD(p + (i)), SX_VEC(sub)(LOAD(g + (i)), SX_VEC(set1)(dot)))
     SX_STREAM_ROW(out, n, SX_VJP_GROUP);
 #undef SX_VJP_GROUP
 #else
@@ -392,9 +418,8 @@ static SX_TARGET void SX_NAME(row_log_normalize_stream)(const void *xv, void *ou
 #if defined(SX_STREAM_STORES)
     const SX_T *x = (const SX_T *)xv, shift = (SX_T)shift_d, log_sum = (SX_T)log_sum_d;
     SX_T *out = (SX_T *)outv;
-#define SX_LOGP_GROUP(i, mask)                                                             \
-    SX_V512(sub)(SX_V512(sub)(SX_LOAD_MASKED(mask, x + (i)), SX_V512(set1)(shift)),        \
-                 SX_V512(set1)(log_sum))
+#define SX_LOGP_GROUP(i, LOAD)                                                             \
+    SX_VEC(sub)(SX_VEC(sub)(LOAD(x + (i)), SX_VEC(set1)(shift)), SX_VEC(set1)(log_sum))
     SX_STREAM_ROW(out, n, SX_LOGP_GROUP);
 #undef SX_LOGP_GROUP
 #else
@@ -411,7 +436,7 @@ static SX_TARGET void SX_NAME(row_scale_stream)(const void *ev, void *outv, ptrd
     const SX_T *e = (const SX_T *)ev, factor = (SX_T)factor_d;
     SX_T *out = (SX_T *)outv;
 #if defined(SX_STREAM_STORES)
-#define SX_SCALED_GROUP(i, mask) SX_V512(mul)(SX_LOAD_MASKED(mask, e + (i)), SX_V512(set1)(factor))
+#define SX_SCALED_GROUP(i, LOAD) SX_VEC(mul)(LOAD(e + (i)), SX_VEC(set1)(factor))
     SX_STREAM_ROW(out, n, SX_SCALED_GROUP);
 #undef SX_SCALED_GROUP
 #else
@@ -445,9 +470,9 @@ static SX_TARGET void SX_NAME(row_log_softmax_bwd_stream)(const void *logpv, con
 #if defined(SX_STREAM_STORES)
     const SX_T *logp = (const SX_T *)logpv, *g = (const SX_T *)gv, grad_sum = (SX_T)grad_sum_d;
     SX_T *out = (SX_T *)outv;
-#define SX_LOG_BWD_GROUP(i, mask)                                                          \
-    SX_V512(fnmadd)(SX_NAME(sx_exp_vector)(SX_LOAD_MASKED(mask, logp + (i))),              \
-                    SX_V512(set1)(grad_sum), SX_LOAD_MASKED(mask, g + (i)))
+#define SX_LOG_BWD_GROUP(i, LOAD)                                                          \
+    SX_VEC(fnmadd)(SX_NAME(sx_exp_vector)(LOAD(logp + (i))), SX_VEC(set1)(grad_sum),      \
+                   LOAD(g + (i)))
     SX_STREAM_ROW(out, n, SX_LOG_BWD_GROUP);
 #undef SX_LOG_BWD_GROUP
 #else
@@ -458,10 +483,12 @@ static SX_TARGET void SX_NAME(row_log_softmax_bwd_stream)(const void *logpv, con
 #if defined(SX_STREAM_STORES)
 #undef SX_STREAM_ROW
 #undef SX_STREAM_PART
-#undef SX_LOAD_MASKED
 #undef SX_STREAM_ONE
 #undef SX_STREAM_BITS
-#undef SX_STREAM_MASK
+#undef SX_PART_MASK
+#undef SX_PART_MASK_T
+#undef SX_LOAD_PART
+#undef SX_VEC
 #endif
 #if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
 #undef SX_V512
