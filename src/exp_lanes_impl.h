@@ -5,8 +5,8 @@
  * sx_exp (one value), sx_exp_vector where the instruction set has a vector
  * exp (AVX-512, AVX2), sx_exp_group, sx_lane_sum and sx_lane_max, and leaves
  * defined for the row primitives SX_LANES (values per group), SX_EXP_WIDTH
- * (values per call of the vector exp) and, per instruction set, SX_V512 /
- * SX_V256 (intrinsic names for SX_T); row_kernels_impl.h undefines them.
+ * (values per call of the vector exp) and, where there is a vector exp,
+ * SX_VEC / SX_VEC_T (its intrinsics for SX_T); row_kernels_impl.h undefines them.
  *
  * exp is an inline polynomial: x = n ln2 + r with a Cody-Waite split of ln2,
  * |r| <= ln2/2, e^r by a polynomial (float: minimax of degree 6; double:
@@ -129,54 +129,40 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_exp)(SX_T x)
 #define SX_EXP_WIDTH SX_LANES
 #endif
 
-/* v[j] = sx_exp(v[j]) for one group of SX_LANES values, bit for bit.  With
- * AVX-512 the group is one vector and VSCALEF multiplies by 2^n in one
- * instruction (rounding once, subnormal results included), in place of the
- * integer construction of 2^n in two halves: half the instructions.  AVX2
- * runs the same formula on 256-bit vectors (sx_exp_vector below), half a
- * group at a time (SX_EXP_GROUP). */
-#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
-#if SX_F64
-#define SX_V512(f) _mm512_##f##_pd
-#define SX_V512_T __m512d
-#else
-#define SX_V512(f) _mm512_##f##_ps
-#define SX_V512_T __m512
-#endif
-/* sx_exp of each lane of one 512-bit vector. */
-SX_ALWAYS_INLINE SX_TARGET SX_V512_T SX_NAME(sx_exp_vector)(SX_V512_T x)
-{
-    /* max and min return their second operand when either is NaN */
-    SX_V512_T n, r, p;
-    SX_EXP_REDUCE(x, n, r, SX_V512(max), SX_V512(min), SX_V512(fmadd), SX_V512(fnmadd),
-                  SX_V512(sub), SX_V512(set1))
-    SX_EXP_POLY(p, r, SX_V512(fmadd), SX_V512(set1))
-    return SX_V512(scalef)(p, n);
-}
+/* SX_VEC(f) names the intrinsic f for SX_T on the instruction set's exp
+ * vector, SX_VEC_T its type: 512 bits on AVX-512, 256 on AVX2. */
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512 && SX_F64
+#define SX_VEC(f) _mm512_##f##_pd
+#define SX_VEC_T __m512d
+#elif SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
+#define SX_VEC(f) _mm512_##f##_ps
+#define SX_VEC_T __m512
+#elif SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2 && SX_F64
+#define SX_VEC(f) _mm256_##f##_pd
+#define SX_VEC_T __m256d
+#elif SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
+#define SX_VEC(f) _mm256_##f##_ps
+#define SX_VEC_T __m256
 #endif
 
-#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
-#if SX_F64
-#define SX_V256(f) _mm256_##f##_pd
-#define SX_V256_T __m256d
-#else
-#define SX_V256(f) _mm256_##f##_ps
-#define SX_V256_T __m256
-#endif
-/* sx_exp of each lane of one 256-bit vector, bit for bit: the same clamp
- * (VMAXPS / VMINPS return their second operand, x, when either is NaN),
- * reduction and polynomial, and 2^n as the product of 2^half and
- * 2^(n - half), each built from integer lanes as sx_exp builds it.  gcc's
- * vectorisation of sx_exp itself clamped with compares and blends (about 40
- * instructions per 8 floats against 25 here).  Measured on Zen 3 (new / old
- * time, one process): softmax float32 (16384, 128) and (4096, 1000) 0.88-0.98,
- * float64 0.90-0.98; the harness checks the bits. */
-SX_ALWAYS_INLINE SX_TARGET SX_V256_T SX_NAME(sx_exp_vector)(SX_V256_T x)
+#if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
+/* sx_exp of each lane of one vector, bit for bit: the same clamp (MAX and
+ * MIN return their second operand, x, when either is NaN), reduction and
+ * polynomial; then 2^n by VSCALEF (AVX-512), or on AVX2 as the product of
+ * 2^half and 2^(n - half), each built from integer lanes as sx_exp builds
+ * it.  gcc's vectorisation of sx_exp itself clamped with compares and blends
+ * (on AVX2 about 40 instructions per 8 floats against 25 here).  Measured on
+ * Zen 3 (new / old time, one process): softmax float32 (16384, 128) and
+ * (4096, 1000) 0.88-0.98, float64 0.90-0.98; the harness checks the bits. */
+SX_ALWAYS_INLINE SX_TARGET SX_VEC_T SX_NAME(sx_exp_vector)(SX_VEC_T x)
 {
-    SX_V256_T n, r, p;
-    SX_EXP_REDUCE(x, n, r, SX_V256(max), SX_V256(min), SX_V256(fmadd), SX_V256(fnmadd),
-                  SX_V256(sub), SX_V256(set1))
-    SX_EXP_POLY(p, r, SX_V256(fmadd), SX_V256(set1))
+    SX_VEC_T n, r, p;
+    SX_EXP_REDUCE(x, n, r, SX_VEC(max), SX_VEC(min), SX_VEC(fmadd), SX_VEC(fnmadd),
+                  SX_VEC(sub), SX_VEC(set1))
+    SX_EXP_POLY(p, r, SX_VEC(fmadd), SX_VEC(set1))
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
+    return SX_VEC(scalef)(p, n);
+#else
 #if SX_F64
     /* the halves' integers read off the bits of (value + SX_SHIFTER) */
     const __m256d shifter = _mm256_set1_pd(SX_SHIFTER);
@@ -197,14 +183,20 @@ SX_ALWAYS_INLINE SX_TARGET SX_V256_T SX_NAME(sx_exp_vector)(SX_V256_T x)
     const __m256 scale1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, bias), 23));
     const __m256 scale2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(rest, bias), 23));
 #endif
-    return SX_V256(mul)(SX_V256(mul)(p, scale1), scale2);
+    return SX_VEC(mul)(SX_VEC(mul)(p, scale1), scale2);
+#endif
 }
 #endif
 
+/* v[j] = sx_exp(v[j]) for one group of SX_LANES values, bit for bit.  With
+ * AVX-512 the group is one vector and VSCALEF multiplies by 2^n in one
+ * instruction (rounding once, subnormal results included), in place of the
+ * integer construction of 2^n in two halves: half the instructions.  (AVX2
+ * calls sx_exp_vector half a group at a time: SX_EXP_GROUP.) */
 SX_ALWAYS_INLINE SX_TARGET void SX_NAME(sx_exp_group)(SX_T *v)
 {
 #if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
-    SX_V512(storeu)(v, SX_NAME(sx_exp_vector)(SX_V512(loadu)(v)));
+    SX_VEC(storeu)(v, SX_NAME(sx_exp_vector)(SX_VEC(loadu)(v)));
 #else
     SX_PRAGMA(omp simd)
     for (ptrdiff_t j = 0; j < SX_LANES; ++j) { v[j] = SX_NAME(sx_exp)(v[j]); }
@@ -256,8 +248,8 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_sum)(SX_T *acc)
     return SX_NAME(sx_vector_sum)(
         _mm256_add_ps(_mm512_castps512_ps256(all), _mm512_extractf32x8_ps(all, 1)));
 #elif SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
-    return SX_NAME(sx_vector_sum)(SX_V256(add)(SX_V256(loadu)(acc),
-                                               SX_V256(loadu)(acc + SX_LANES / 2)));
+    return SX_NAME(sx_vector_sum)(SX_VEC(add)(SX_VEC(loadu)(acc),
+                                               SX_VEC(loadu)(acc + SX_LANES / 2)));
 #else
     SX_UNROLL(8)
     for (ptrdiff_t width = SX_LANES / 2; width > 0; width /= 2) {
@@ -283,8 +275,8 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_max)(SX_T *acc)
     return SX_NAME(sx_vector_max)(
         _mm256_max_ps(_mm512_extractf32x8_ps(all, 1), _mm512_castps512_ps256(all)));
 #elif SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
-    return SX_NAME(sx_vector_max)(SX_V256(max)(SX_V256(loadu)(acc + SX_LANES / 2),
-                                               SX_V256(loadu)(acc)));
+    return SX_NAME(sx_vector_max)(SX_VEC(max)(SX_VEC(loadu)(acc + SX_LANES / 2),
+                                               SX_VEC(loadu)(acc)));
 #else
     SX_UNROLL(8)
     for (ptrdiff_t width = SX_LANES / 2; width > 0; width /= 2) {

@@ -50,7 +50,7 @@
  * SX_EXP_LANE reads it, inside the value loop, which the compilers vectorise
  * best as one loop. */
 #if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
-#define SX_EXP_BUFFER(e) SX_V256_T e = SX_V256(setzero)()
+#define SX_EXP_BUFFER(e) SX_VEC_T e = SX_VEC(setzero)()
 #define SX_EXP_GROUP(e, ARG_J, USES_EXP)                                       \
     if (USES_EXP) {                                                          \
         for (ptrdiff_t j = 0; j < SX_EXP_WIDTH; ++j) { e[j] = ARG_J; }       \
@@ -337,8 +337,7 @@ static SX_TARGET_VJP void SX_NAME(row_softmax_bwd)(const void *pv, const void *g
  * is every bit.  `out` is aligned to its element size (check_view), hence a
  * 64-byte boundary falls on an element. */
 #if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
-#define SX_VEC(f) SX_V512(f)
-#define SX_LOAD_PART(address) SX_V512(maskz_loadu)(sx_mask, address)
+#define SX_LOAD_PART(address) SX_VEC(maskz_loadu)(sx_mask, address)
 #if SX_F64
 #define SX_PART_MASK_T __mmask8
 #else
@@ -346,8 +345,7 @@ static SX_TARGET_VJP void SX_NAME(row_softmax_bwd)(const void *pv, const void *g
 #endif
 #define SX_PART_MASK(count) ((SX_PART_MASK_T)((1u << (count)) - 1u))
 #else /* AVX2 */
-#define SX_VEC(f) SX_V256(f)
-#define SX_LOAD_PART(address) SX_V256(maskload)(address, sx_mask)
+#define SX_LOAD_PART(address) SX_VEC(maskload)(address, sx_mask)
 #define SX_PART_MASK_T __m256i
 #if SX_F64
 #define SX_PART_MASK(count) \
@@ -488,15 +486,9 @@ static SX_TARGET void SX_NAME(row_log_softmax_bwd_stream)(const void *logpv, con
 #undef SX_PART_MASK
 #undef SX_PART_MASK_T
 #undef SX_LOAD_PART
+#endif
 #undef SX_VEC
-#endif
-#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
-#undef SX_V512
-#undef SX_V512_T
-#elif SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
-#undef SX_V256
-#undef SX_V256_T
-#endif
+#undef SX_VEC_T
 
 /* Cross-entropy gradient of one row from its stored exponentials e_i:
  *   out_i = alpha * e_i - (beta * u_i + gamma) * v_i
