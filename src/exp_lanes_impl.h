@@ -3,7 +3,7 @@
  * Included by row_kernels_impl.h, once per (instruction set, dtype), with its
  * macros defined (SX_T, SX_F64, SX_NAME, SX_TARGET, SX_VECTOR_EXP).  Defines
  * sx_exp (one value), sx_exp_vector where the instruction set has a vector
- * exp (AVX-512, AVX2), sx_exp_group, sx_lane_sum and sx_lane_max, and leaves
+ * exp (AVX-512, AVX2), sx_lane_sum and sx_lane_max, and leaves
  * defined for the row primitives SX_LANES (values per group), SX_EXP_WIDTH
  * (values per call of the vector exp) and, where there is a vector exp,
  * SX_VEC / SX_VEC_T (its intrinsics for SX_T); row_kernels_impl.h undefines them.
@@ -12,12 +12,13 @@
  * |r| <= ln2/2, e^r by a polynomial (float: minimax of degree 6; double:
  * Taylor to degree 13), times 2^n: built from exponent bits in two halves,
  * so that results in the subnormal range come out right, or on AVX-512 by
- * VSCALEF, the same bits in one instruction (a whole vector at a time,
- * sx_exp_group; AVX2 has its own vector version of the two halves,
- * sx_exp_vector).  No libm call, so the loops vectorise without -ffast-math;
- * inputs are clamped so that -inf -> 0, large -> +inf, and NaN passes
- * through.  float, measured over every float in [-104, 88.72]: at most
- * 1.34 ulp (SSE2) and 1.06 ulp (AVX2+FMA and AVX-512, bitwise equal).
+ * VSCALEF, the same bits in one instruction, half the instructions of the
+ * integer construction (a whole group, one vector, at a time; AVX2 builds
+ * the two halves in vector lanes, half a group at a time: sx_exp_vector).
+ * No libm call, so the loops vectorise without -ffast-math; inputs are
+ * clamped so that -inf -> 0, large -> +inf, and NaN passes through.  float,
+ * measured over every float in [-104, 88.72]: at most 1.34 ulp (SSE2) and
+ * 1.06 ulp (AVX2+FMA and AVX-512, bitwise equal).
  */
 
 #if SX_F64
@@ -122,7 +123,7 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_exp)(SX_T x)
 
 /* SX_LANES values per group: one 64-byte AVX-512 vector, two AVX2 vectors. */
 #define SX_LANES ((ptrdiff_t)(64 / sizeof(SX_T)))
-/* Values per call of sx_exp_group: one vector of the instruction set's exp. */
+/* Values per call of sx_exp_vector: one vector of the instruction set's exp. */
 #if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
 #define SX_EXP_WIDTH (SX_LANES / 2)
 #else
@@ -187,21 +188,6 @@ SX_ALWAYS_INLINE SX_TARGET SX_VEC_T SX_NAME(sx_exp_vector)(SX_VEC_T x)
 #endif
 }
 #endif
-
-/* v[j] = sx_exp(v[j]) for one group of SX_LANES values, bit for bit.  With
- * AVX-512 the group is one vector and VSCALEF multiplies by 2^n in one
- * instruction (rounding once, subnormal results included), in place of the
- * integer construction of 2^n in two halves: half the instructions.  (AVX2
- * calls sx_exp_vector half a group at a time: SX_EXP_GROUP.) */
-SX_ALWAYS_INLINE SX_TARGET void SX_NAME(sx_exp_group)(SX_T *v)
-{
-#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
-    SX_VEC(storeu)(v, SX_NAME(sx_exp_vector)(SX_VEC(loadu)(v)));
-#else
-    SX_PRAGMA(omp simd)
-    for (ptrdiff_t j = 0; j < SX_LANES; ++j) { v[j] = SX_NAME(sx_exp)(v[j]); }
-#endif
-}
 
 #if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
 /* The sum and the largest of the lanes of one 256-bit vector, each as a

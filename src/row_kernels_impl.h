@@ -63,7 +63,7 @@
     if (USES_EXP) {                                                          \
         SX_PRAGMA(omp simd)                                                  \
         for (ptrdiff_t j = 0; j < SX_EXP_WIDTH; ++j) { e[j] = ARG_J; }       \
-        SX_NAME(sx_exp_group)(e);                                            \
+        SX_VEC(storeu)(e, SX_NAME(sx_exp_vector)(SX_VEC(loadu)(e)));         \
     }
 #define SX_EXP_LANE(e, j, ARG_J, USES_EXP) ((USES_EXP) ? e[j] : (SX_T)0)
 #else
@@ -400,7 +400,8 @@ static SX_TARGET void SX_NAME(row_softmax_bwd_stream)(const void *pv, const void
 #if defined(SX_STREAM_STORES)
     const SX_T *p = (const SX_T *)pv, *g = (const SX_T *)gv, dot = (SX_T)dot_d;
     SX_T *out = (SX_T *)outv;
-#define SX_VJP_GROUP(i, LOAD) SX_VEC(mul)(LOAD(p + (i)), SX_VEC(sub)(LOAD(g + (i)), SX_VEC(set1)(dot)))
+#define SX_VJP_GROUP(i, LOAD) \
+    SX_VEC(mul)(LOAD(p + (i)), SX_VEC(sub)(LOAD(g + (i)), SX_VEC(set1)(dot)))
     SX_STREAM_ROW(out, n, SX_VJP_GROUP);
 #undef SX_VJP_GROUP
 #else
