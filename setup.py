@@ -140,7 +140,8 @@ extensions = [
         sources=["src/_kernels.pyx"],
         include_dirs=["src"],
         depends=["src/row_kernels.h", "src/row_kernels_impl.h", "src/exp_lanes_impl.h",
-                 "src/sx_instantiate.h", "src/half_convert_impl.h", "src/omp_shim.h"],
+                 "src/tile_transpose_impl.h", "src/sx_instantiate.h", "src/half_convert_impl.h",
+                 "src/omp_shim.h"],
     )
 ]
 

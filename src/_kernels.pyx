@@ -91,6 +91,8 @@ cdef extern from "row_kernels.h":
         void (*col_log_softmax_bwd)(const void *logp, Py_ssize_t ldl, const void *g,
                                     Py_ssize_t ldg, void *out, Py_ssize_t ldo, Py_ssize_t K,
                                     Py_ssize_t w, const void *grad_sum) noexcept nogil
+        void (*tile_transpose)(const void *src, Py_ssize_t lds, void *dst, Py_ssize_t ldd,
+                               Py_ssize_t rows, Py_ssize_t cols) noexcept nogil
     const sx_table *sx_table_f32
     const sx_table *sx_table_f64
     # 16-bit storage (float16, bfloat16; half_precision.pxi)
@@ -657,11 +659,17 @@ cdef void strip_kernel(const sx_table *t, int op, const floating *x, Py_ssize_t 
             lse[j] = <floating>log_sum_exp(shift[j], total[j], ties[j])
 
 
-cdef void copy_tile(const floating *src, Py_ssize_t sk, Py_ssize_t sj, floating *dst,
-                    Py_ssize_t dk, Py_ssize_t dj, Py_ssize_t K, Py_ssize_t w) noexcept nogil:
-    """dst[k*dk + j*dj] = src[k*sk + j*sj] for a (K, w) tile."""
+cdef void copy_tile(const sx_table *t, const floating *src, Py_ssize_t sk, Py_ssize_t sj,
+                    floating *dst, Py_ssize_t dk, Py_ssize_t dj, Py_ssize_t K,
+                    Py_ssize_t w) noexcept nogil:
+    """dst[k*dk + j*dj] = src[k*sk + j*sj] for a (K, w) tile: a transpose
+    (t.tile_transpose) when k is contiguous on one side and j on the other."""
     cdef Py_ssize_t k, j
-    if sj == 1 and dj == 1:
+    if sk == 1 and dj == 1:
+        t.tile_transpose(src, sj, dst, dk, w, K)
+    elif sj == 1 and dk == 1:
+        t.tile_transpose(src, sk, dst, dj, K, w)
+    elif sj == 1 and dj == 1:
         for k in range(K):
             for j in range(w):
                 dst[k * dk + j] = src[k * sk + j]
@@ -683,12 +691,12 @@ cdef void transposed_tile(const sx_table *t, int op,
     across rows, computed in place there and transposed back."""
     cdef floating *xs = scratch
     cdef floating *gs = scratch + K * w
-    copy_tile(x, xk, xj, xs, w, 1, K, w)
+    copy_tile(t, x, xk, xj, xs, w, 1, K, w)
     if g != NULL:
-        copy_tile(g, gk, gj, gs, w, 1, K, w)
+        copy_tile(t, g, gk, gj, gs, w, 1, K, w)
     strip_kernel(t, op, xs, w, gs if g != NULL else NULL, w, xs, w, lse, K, w, NULL)
     if out != NULL:
-        copy_tile(xs, w, 1, out, ok, oj, K, w)
+        copy_tile(t, xs, w, 1, out, ok, oj, K, w)
 
 
 cdef void tiles_kernel(int op, const floating *x, Py_ssize_t xo, Py_ssize_t xk, Py_ssize_t xj,

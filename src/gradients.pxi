@@ -86,7 +86,7 @@ cdef void xent_short_rows(const sx_table *t, const floating *z, Py_ssize_t ldz, 
     cdef Py_ssize_t j, k, y
     cdef floating v_k, m
     cdef bint kept
-    copy_tile(z, 1, ldz, tile, w, 1, K, w)          # tile[k, j] = z[j, k]
+    copy_tile(t, z, 1, ldz, tile, w, 1, K, w)          # tile[k, j] = z[j, k]
     t.col_max(tile, w, K, w, shift, NULL, 0)
     for j in range(w):
         m = shift[j]
@@ -138,7 +138,7 @@ cdef void xent_short_rows(const sx_table *t, const floating *z, Py_ssize_t ldz, 
         for j in range(w):
             if target[j] != ignore_index:
                 tile[target[j] * w + j] -= one_hot[j]
-    copy_tile(tile, w, 1, grad, 1, ldg, K, w)       # grad[j, k] = tile[k, j]
+    copy_tile(t, tile, w, 1, grad, 1, ldg, K, w)       # grad[j, k] = tile[k, j]
 
 
 cdef void xent_tile(const sx_table *t, const floating *z, Py_ssize_t ldz, Py_ssize_t K,

@@ -81,6 +81,9 @@ typedef struct sx_table {
     void (*col_log_softmax_bwd)(const void *logp, ptrdiff_t ldl, const void *g, ptrdiff_t ldg,
                                 void *out, ptrdiff_t ldo, ptrdiff_t K, ptrdiff_t w,
                                 const void *grad_sum);
+    /* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols */
+    void (*tile_transpose)(const void *src, ptrdiff_t lds, void *dst, ptrdiff_t ldd,
+                           ptrdiff_t rows, ptrdiff_t cols);
 } sx_table;
 
 /* 16-bit storage (float16, bfloat16): load and store convert (rows, n) tiles
@@ -172,7 +175,9 @@ static const char *const sx_isa_names[] = {"portable", "avx2", "avx512"};
 #define SX_HALF_HW SX_HALF_HW_F16C /* every AVX2 CPU has F16C */
 #define SX_VECTOR_EXP SX_VECTOR_EXP_AVX2
 #define SX_STREAM_STORES 1 /* 256-bit streaming stores (row_softmax_bwd_stream, ...) */
+#define SX_TRANSPOSE_256 1 /* tile_transpose in 256-bit registers */
 #include "sx_instantiate.h"
+#undef SX_TRANSPOSE_256
 #undef SX_STREAM_STORES
 #undef SX_VECTOR_EXP
 #undef SX_HALF_HW
@@ -192,7 +197,9 @@ static const char *const sx_isa_names[] = {"portable", "avx2", "avx512"};
 #define SX_STREAM_STORES 1 /* 512-bit streaming stores (row_softmax_bwd_stream, ...) */
 #define SX_HALF_HW SX_HALF_HW_AVX512
 #define SX_VECTOR_EXP SX_VECTOR_EXP_AVX512 /* VSCALEF */
+#define SX_TRANSPOSE_256 1 /* as on AVX2: no gain expected from 16 x 16 float blocks */
 #include "sx_instantiate.h"
+#undef SX_TRANSPOSE_256
 #undef SX_VECTOR_EXP
 #undef SX_HALF_HW
 #undef SX_TARGET

@@ -17,6 +17,7 @@ SHAPES_AXES = [
     ((13, 40), -1),
     ((13, 40), None),
     ((70, 5), -1),  # short rows: transposed tiles
+    ((37, 19), -1),  # short rows, transposed in vector blocks with edges both ways
     ((4, 5, 33), 0),
     ((4, 5, 33), 1),
     ((4, 5, 33), -1),

@@ -20,6 +20,9 @@
  *   isa       every instruction set agrees with the portable one within the
  *             exp error, and float16 conversions agree bit for bit on every
  *             float16 and on float32 values around every float16 (NaNs: both NaN);
+ *   transpose tile_transpose (float32, float64) moves every element of
+ *             tiles of 1-260 rows and columns with padded leading dimensions
+ *             to its transposed place and writes nothing else (guards);
  *   avx2 exp  (x86-64, gcc/clang) the AVX2 vector exp gives the bits of the
  *             scalar formula it vectorises (sx_exp), NaNs included: every
  *             float32 pattern (or every stride-th), float64 values over the
@@ -412,6 +415,45 @@ static void check_against_portable(int level)
     free(wide_mine); free(wide_ref); free(near);
 }
 
+/* ---- tile transpose ------------------------------------------------------------ */
+
+/* tile_transpose of one dtype (ELEM, the table TABLE) for each (rows, cols)
+   and padding: dst[c * ldd + r] = src[r * lds + c], every other element of
+   dst (padding, guards after the tile) untouched. */
+#define CHECK_TRANSPOSE(ELEM, TABLE, name)                                                   \
+    do {                                                                                     \
+        static const int sizes[] = {1, 2, 3, 4, 5, 7, 8, 9, 10, 15, 16, 17, 31, 64, 260};  \
+        enum { SIZES = sizeof sizes / sizeof sizes[0], GUARD = 64 };                         \
+        long wrong = 0;                                                                      \
+        for (int a = 0; a < SIZES; ++a) {                                                    \
+            for (int b = 0; b < SIZES; ++b) {                                                \
+                for (int pad = 0; pad < 3; ++pad) {                                          \
+                    const ptrdiff_t rows = sizes[a], cols = sizes[b];                        \
+                    const ptrdiff_t lds = cols + pad, ldd = rows + 2 * pad;                  \
+                    const ptrdiff_t src_n = rows * lds, dst_n = cols * ldd + GUARD;          \
+                    ELEM *src = malloc(src_n * sizeof *src), *dst = malloc(dst_n * sizeof *dst); \
+                    for (ptrdiff_t i = 0; i < src_n; ++i) { src[i] = (ELEM)(i + 1); }        \
+                    for (ptrdiff_t i = 0; i < dst_n; ++i) { dst[i] = (ELEM)-1; }             \
+                    TABLE->tile_transpose(src, lds, dst, ldd, rows, cols);                   \
+                    for (ptrdiff_t i = 0; i < dst_n; ++i) {                                  \
+                        const ptrdiff_t c = i / ldd, r = i % ldd;                            \
+                        const int inside = c < cols && r < rows;                             \
+                        wrong += dst[i] != (inside ? src[r * lds + c] : (ELEM)-1);           \
+                    }                                                                        \
+                    free(src);                                                               \
+                    free(dst);                                                               \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+        report(wrong == 0, isa, name, (double)wrong, 0);                                     \
+    } while (0)
+
+static void check_transpose(const char *isa)
+{
+    CHECK_TRANSPOSE(float, sx_table_f32, "float32 tile transpose: every element, nothing else");
+    CHECK_TRANSPOSE(double, sx_table_f64, "float64 tile transpose: every element, nothing else");
+}
+
 /* ---- streaming stores ---------------------------------------------------------- */
 
 /* row_softmax_bwd_stream, row_log_normalize_stream,
@@ -541,6 +583,7 @@ int main(int argc, char **argv)
         check_half_rows(isa);
         check_streaming(isa);
         check_half_streaming(isa);
+        check_transpose(isa);
         if (level > 0) { check_against_portable(level); }
 #if defined(SX_X86_TARGETS)
         if (level == SX_ISA_AVX2) {
