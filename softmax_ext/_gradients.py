@@ -204,6 +204,12 @@ def _targets(target: ArrayLike, N: int, K: int, dtype: np.dtype, weight: Optiona
     if t.dtype.kind in "iu":
         if t.shape != (N,):
             raise ValueError(f"class-index target must have shape ({N},), got {t.shape}")
+        lowest, highest = (int(t.min()), int(t.max())) if N else (0, -1)
+        if 0 <= lowest and highest < K and not lowest <= ignored <= highest:
+            # the common case, in two passes: every row kept, every index in range
+            index = kernel_contiguous(t, np.intp)
+            denominator = float(weight[index].sum(dtype=np.float64)) if weight is not None else N
+            return _Targets(index, None, float(denominator), kernel_ignore_index)
         kept = t != ignored if representable else np.ones(t.shape, bool)
         outside = kept & ((t < 0) | (t >= K))
         if outside.any():
