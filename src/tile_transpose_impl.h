@@ -13,7 +13,7 @@
  * (8 x 8 floats, 4 x 4 doubles) through registers, by unpacks and lane
  * shuffles.  A block at the right edge reads only its valid columns (masked
  * loads, which touch no memory in the masked lanes) and one at the bottom
- * edge writes only its valid rows.  The scalar loop (strided on one side,
+ * edge writes only its valid rows (sx_store_first).  The scalar loop (strided on one side,
  * which gcc leaves scalar) had cost 47 % of softmax of (65536, 10) float32
  * and 60 % of log_softmax_backward there (perf, Zen 3); with the blocks,
  * new / old time 0.78-0.83 and 0.72-0.76, K = 8 / 16 / 31 0.65-0.70.
@@ -72,6 +72,37 @@ SX_ALWAYS_INLINE SX_TARGET void SX_NAME(sx_transpose_block)(SX_V256_T v[SX_TILE]
 #endif
 }
 
+/* The first `count` (< SX_TILE) lanes of v to dst, by halves, quarters and
+ * single lanes: a loop of scalar stores became a call of memcpy per column
+ * (gcc), 9 % of softmax of (65536, 10) float32, and VMASKMOV stores were
+ * slower still (Zen 3: 1.05-1.08x the time). */
+SX_ALWAYS_INLINE SX_TARGET void SX_NAME(sx_store_first)(SX_T *dst, SX_V256_T v, ptrdiff_t count)
+{
+    ptrdiff_t at = 0;
+#if SX_F64
+    __m128d part = _mm256_castpd256_pd128(v);
+    if (count & 2) {
+        _mm_storeu_pd(dst, part);
+        part = _mm256_extractf128_pd(v, 1);
+        at = 2;
+    }
+    if (count & 1) { _mm_store_sd(dst + at, part); }
+#else
+    __m128 part = _mm256_castps256_ps128(v);
+    if (count & 4) {
+        _mm_storeu_ps(dst, part);
+        part = _mm256_extractf128_ps(v, 1);
+        at = 4;
+    }
+    if (count & 2) {
+        _mm_storel_epi64((__m128i *)(void *)(dst + at), _mm_castps_si128(part));
+        part = _mm_movehl_ps(part, part);
+        at += 2;
+    }
+    if (count & 1) { _mm_store_ss(dst + at, part); }
+#endif
+}
+
 /* One block at an edge: rows r < nr and columns c < nc of it exist. */
 static SX_TARGET void SX_NAME(sx_transpose_edge)(const SX_T *src, ptrdiff_t lds, SX_T *dst,
                                                  ptrdiff_t ldd, ptrdiff_t nr, ptrdiff_t nc)
@@ -83,9 +114,11 @@ static SX_TARGET void SX_NAME(sx_transpose_edge)(const SX_T *src, ptrdiff_t lds,
     }
     SX_NAME(sx_transpose_block)(v);
     for (ptrdiff_t c = 0; c < nc; ++c) {
-        SX_T column[SX_TILE];
-        SX_V256(storeu)(column, v[c]);
-        for (ptrdiff_t r = 0; r < nr; ++r) { dst[c * ldd + r] = column[r]; }
+        if (nr == SX_TILE) {
+            SX_V256(storeu)(dst + c * ldd, v[c]);
+        } else {
+            SX_NAME(sx_store_first)(dst + c * ldd, v[c], nr);
+        }
     }
 }
 
