@@ -461,13 +461,20 @@ cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ld
 cdef inline void short_row_softmax_backward(const floating *p, const floating *g, floating *out,
                                             Py_ssize_t K) noexcept nogil:
     """p * (g - <g, p>) for a row of K < SHORT_ROW: no exp to amortise, so a
-    plain loop beats both the lane machinery and a transposed tile."""
-    cdef double dot = 0.0
+    plain loop beats both the lane machinery and a transposed tile (also with
+    the vector transposes: 1.3-1.5x the time for float32 K = 3-20).  The dot
+    product runs in two chains (even and odd k), which halves its latency:
+    Zen 3, (65536, 10) float32 0.95-0.98 of the time, float64 0.91-0.93,
+    (65536, 25) 0.89-0.91."""
+    cdef double even = 0.0, odd = 0.0
     cdef floating d
     cdef Py_ssize_t k
-    for k in range(K):
-        dot += <double>g[k] * p[k]
-    d = <floating>dot
+    for k in range(0, K - 1, 2):
+        even += <double>g[k] * p[k]
+        odd += <double>g[k + 1] * p[k + 1]
+    if K % 2:
+        even += <double>g[K - 1] * p[K - 1]
+    d = <floating>(even + odd)
     for k in range(K):
         out[k] = p[k] * (g[k] - d)
 
