@@ -461,8 +461,9 @@ cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ld
 cdef inline void short_row_softmax_backward(const floating *p, const floating *g, floating *out,
                                             Py_ssize_t K) noexcept nogil:
     """p * (g - <g, p>) for a row of K < SHORT_ROW: no exp to amortise, so a
-    plain loop beats both the lane machinery and a transposed tile (also with
-    the vector transposes: 1.3-1.5x the time for float32 K = 3-20).  The dot
+    plain loop beats both the lane machinery and a transposed tile (with the
+    vector transposes, before their edge-store fix: 1.2-1.5x the time for
+    float32 K = 3-20).  The dot
     product runs in two chains (even and odd k), which halves its latency:
     Zen 3, (65536, 10) float32 0.95-0.98 of the time, float64 0.91-0.93,
     (65536, 25) 0.89-0.91."""
