@@ -465,10 +465,9 @@ cdef inline void short_row_softmax_backward(const floating *p, const floating *g
     """p * (g - <g, p>) for a row of K < SHORT_ROW: no exp to amortise, so a
     plain loop beats both the lane machinery and a transposed tile (with the
     vector transposes, before their edge-store fix: 1.2-1.5x the time for
-    float32 K = 3-20).  The dot
-    product runs in two chains (even and odd k), which halves its latency:
-    Zen 3, (65536, 10) float32 0.95-0.98 of the time, float64 0.91-0.93,
-    (65536, 25) 0.89-0.91."""
+    float32 K = 3-20).  The dot product runs in two chains (even and odd k),
+    which halves its latency: Zen 3, (65536, 10) float32 0.95-0.98 of the
+    time, float64 0.91-0.93, (65536, 25) 0.89-0.91."""
     cdef double even = 0.0, odd = 0.0
     cdef floating d
     cdef Py_ssize_t k

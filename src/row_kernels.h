@@ -197,7 +197,7 @@ static const char *const sx_isa_names[] = {"portable", "avx2", "avx512"};
 #define SX_STREAM_STORES 1 /* 512-bit streaming stores (row_softmax_bwd_stream, ...) */
 #define SX_HALF_HW SX_HALF_HW_AVX512
 #define SX_VECTOR_EXP SX_VECTOR_EXP_AVX512 /* VSCALEF */
-#define SX_TRANSPOSE_256 1 /* as on AVX2: no gain expected from 16 x 16 float blocks */
+#define SX_TRANSPOSE_256 1 /* AVX2's blocks (16 x 16 float blocks not tried) */
 #include "sx_instantiate.h"
 #undef SX_TRANSPOSE_256
 #undef SX_VECTOR_EXP
