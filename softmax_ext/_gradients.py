@@ -205,21 +205,21 @@ def _targets(target: ArrayLike, N: int, K: int, dtype: np.dtype, weight: Optiona
         if t.shape != (N,):
             raise ValueError(f"class-index target must have shape ({N},), got {t.shape}")
         lowest, highest = (int(t.min()), int(t.max())) if N else (0, -1)
-        if 0 <= lowest and highest < K and not lowest <= ignored <= highest:
-            # the common case, in two passes: every row kept, every index in range
-            index = kernel_contiguous(t, np.intp)
-            denominator = float(weight[index].sum(dtype=np.float64)) if weight is not None else N
-            return _Targets(index, None, float(denominator), kernel_ignore_index)
-        kept = t != ignored if representable else np.ones(t.shape, bool)
-        outside = kept & ((t < 0) | (t >= K))
-        if outside.any():
-            raise ValueError(f"target holds class index {t[outside][0]}, outside [0, {K}) "
-                             f"and not ignore_index ({ignore_index})")
+        # The common case takes these two passes: every index in [0, K) and
+        # none equal to ignore_index, so every row is kept (kept stays None).
+        kept: Optional[np.ndarray] = None
+        if not (0 <= lowest and highest < K and not lowest <= ignored <= highest):
+            kept = t != ignored if representable else np.ones(t.shape, bool)
+            outside = kept & ((t < 0) | (t >= K))
+            if outside.any():
+                raise ValueError(f"target holds class index {t[outside][0]}, outside [0, {K}) "
+                                 f"and not ignore_index ({ignore_index})")
         index = kernel_contiguous(t, np.intp)  # every value fits: checked above
         if weight is not None:
-            denominator = float(weight[index[kept]].sum(dtype=np.float64))
+            kept_index = index if kept is None else index[kept]
+            denominator = float(weight[kept_index].sum(dtype=np.float64))
         else:
-            denominator = float(np.count_nonzero(kept))
+            denominator = float(N if kept is None else np.count_nonzero(kept))
         return _Targets(index, None, denominator, kernel_ignore_index)
     if t.dtype.kind == "f" or half_format(t.dtype) is not None:  # bfloat16's kind is "V"
         if t.shape != (N, K):

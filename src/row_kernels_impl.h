@@ -578,10 +578,6 @@ SX_ALWAYS_INLINE SX_TARGET ptrdiff_t SX_NAME(col_exp_vectors)(const SX_T *x, con
     }
     return j;
 }
-#define SX_EXP_VECTORS(k, partial) \
-    SX_NAME(col_exp_vectors)(x + (k) * ldx, shift, out != NULL ? out + (k) * ldo : NULL, partial, w)
-#else
-#define SX_EXP_VECTORS SX_NO_VECTORS
 #endif
 
 /* m[j] = max_k x[k, j] (NaN ignored); also copies the strip to `copy`
@@ -617,6 +613,12 @@ static SX_TARGET void SX_NAME(col_exp_sum)(const void *xv, ptrdiff_t ldx, void *
     SX_T *out = (SX_T *)outv;
 #define SX_EXP_TERM(k, j) SX_NAME(sx_exp)(x[(k) * ldx + (j)] - shift[j])
 #define SX_STORE_TERM(k, j, v) (out[(k) * ldo + (j)] = (v))
+#if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
+#define SX_EXP_VECTORS(k, partial) \
+    SX_NAME(col_exp_vectors)(x + (k) * ldx, shift, out != NULL ? out + (k) * ldo : NULL, partial, w)
+#else
+#define SX_EXP_VECTORS SX_NO_VECTORS
+#endif
     if (out == NULL) {
         SX_COLUMN_SUM(K, w, SX_EXP_TERM, SX_COL_NO_STORE, SX_NO_PREFETCH, SX_EXP_VECTORS);
     } else {
@@ -624,6 +626,7 @@ static SX_TARGET void SX_NAME(col_exp_sum)(const void *xv, ptrdiff_t ldx, void *
     }
 #undef SX_EXP_TERM
 #undef SX_STORE_TERM
+#undef SX_EXP_VECTORS
 }
 
 /* row_exp_excess for each column of a strip: sum[j] of the excess terms,
@@ -746,15 +749,13 @@ static SX_TARGET void SX_NAME(col_log_softmax_bwd)(const void *logpv, ptrdiff_t 
                                                   SX_VEC(loadu)(gk + j)));
         }
 #endif
-        const ptrdiff_t first = j;
 #pragma omp simd
-        for (j = first; j < w; ++j) { ok[j] = gk[j] - SX_NAME(sx_exp)(lk[j]) * grad_sum[j]; }
+        for (ptrdiff_t i = j; i < w; ++i) { ok[i] = gk[i] - SX_NAME(sx_exp)(lk[i]) * grad_sum[i]; }
     }
 }
 
 #undef SX_COLUMN_SUM
 #undef SX_NO_VECTORS
-#undef SX_EXP_VECTORS
 #undef SX_NO_PREFETCH
 #undef SX_PREFETCH_ROW
 #undef SX_AHEAD

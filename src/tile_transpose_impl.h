@@ -13,10 +13,11 @@
  * (8 x 8 floats, 4 x 4 doubles) through registers, by unpacks and lane
  * shuffles.  A block at the right edge reads only its valid columns (masked
  * loads, which touch no memory in the masked lanes) and one at the bottom
- * edge writes only its valid rows (sx_store_first).  The scalar loop (strided on one side,
- * which gcc leaves scalar) had cost 47 % of softmax of (65536, 10) float32
- * and 60 % of log_softmax_backward there (perf, Zen 3); with the blocks,
- * new / old time 0.78-0.83 and 0.72-0.76, K = 8 / 16 / 31 0.65-0.70.
+ * edge writes only its valid rows (sx_store_first).  The scalar loop
+ * (strided on one side, which gcc leaves scalar) had cost 47 % of softmax of
+ * (65536, 10) float32 and 60 % of log_softmax_backward there (perf, Zen 3);
+ * with the blocks, new / old time 0.78-0.83 and 0.72-0.76, K = 8 / 16 / 31
+ * 0.65-0.70.
  * Tiles narrower than one block either way (rows of fewer than 8 floats or
  * 4 doubles) stay with the loop: all-edge blocks made softmax of (65536, 3)
  * float32 1.35x slower.  Moving values is exact: every instruction set gives
