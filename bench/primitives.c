@@ -57,23 +57,30 @@ static double clock_ghz(void)
     return (double)(1L << 28) / best / 1e9;
 }
 
-enum { MAX, EXP_SUM, EXP_SUM_STORE, SCALE, LOG_NORMALIZE, DOT, SOFTMAX_BWD, LOG_SOFTMAX_BWD,
-       PRIMITIVES };
+enum { MAX, EXP_SUM, EXP_SUM_STORE, TAME_EXP_SUM, TAME_EXP_SUM_STORE, SCALE, LOG_NORMALIZE, DOT,
+       SOFTMAX_BWD, LOG_SOFTMAX_BWD, PRIMITIVES };
 static const char *const names[PRIMITIVES] = {
-    "row_max", "row_exp_sum", "row_exp_sum (stores the exps)", "row_scale",
-    "row_log_normalize", "row_dot (two operands)", "row_softmax_bwd", "row_log_softmax_bwd"};
+    "row_max", "row_exp_sum", "row_exp_sum (stores the exps)", "row_exp_sum (tame)",
+    "row_exp_sum (tame, stores the exps)", "row_scale", "row_log_normalize",
+    "row_dot (two operands)", "row_softmax_bwd", "row_log_softmax_bwd"};
+/* The logits' range, [LOW, SHIFT): the exp sweeps shift by SHIFT, their max;
+   given LOW they take the tame exp (row_kernels_impl.h), else the full one. */
+#define SHIFT 8.0
+#define LOW (-8.0)
 
 /* One sweep of `primitive` over the rows; returns a value to keep it alive. */
 static double sweep(const sx_table *t, int primitive, char *x, char *g, char *out, size_t size)
 {
-    double keep = 0.0;
+    double keep = 0.0, low;
     for (int r = 0; r < ROWS; ++r) {
         void *xr = x + (size_t)r * N * size, *gr = g + (size_t)r * N * size;
         void *outr = out + (size_t)r * N * size;
         switch (primitive) {
-        case MAX: keep += t->row_max(xr, N); break;
-        case EXP_SUM: keep += t->row_exp_sum(xr, NULL, N, 1.0, NULL); break;
-        case EXP_SUM_STORE: keep += t->row_exp_sum(xr, outr, N, 1.0, NULL); break;
+        case MAX: keep += t->row_max(xr, N, &low); break;
+        case EXP_SUM: keep += t->row_exp_sum(xr, NULL, N, SHIFT, -INFINITY, NULL); break;
+        case EXP_SUM_STORE: keep += t->row_exp_sum(xr, outr, N, SHIFT, -INFINITY, NULL); break;
+        case TAME_EXP_SUM: keep += t->row_exp_sum(xr, NULL, N, SHIFT, LOW, NULL); break;
+        case TAME_EXP_SUM_STORE: keep += t->row_exp_sum(xr, outr, N, SHIFT, LOW, NULL); break;
         case SCALE: t->row_scale(outr, N, 0.999); break;
         case LOG_NORMALIZE: t->row_log_normalize(xr, outr, N, 1.0, 2.0); break;
         case DOT: keep += t->row_dot(xr, gr, NULL, N, 0.0); break;
@@ -91,8 +98,8 @@ static void run(const char *isa, const char *dtype, const sx_table *t, size_t si
         fprintf(stderr, "out of memory\n");
         exit(1);
     }
-    for (int i = 0; i < ROWS * N; ++i) { /* logits in [-8, 8), a gradient in [-1, 1) */
-        const double logit = (double)((i * 2654435761u) % 4096u) / 256.0 - 8.0;
+    for (int i = 0; i < ROWS * N; ++i) { /* logits in [LOW, SHIFT), a gradient in [-1, 1) */
+        const double logit = (double)((i * 2654435761u) % 4096u) / 256.0 + LOW;
         const double grad = (double)((i * 40503u) % 2048u) / 1024.0 - 1.0;
         if (size == sizeof(float)) {
             ((float *)x)[i] = (float)logit;

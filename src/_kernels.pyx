@@ -45,11 +45,11 @@ cdef extern from "row_kernels.h":
         SX_STRIP
         SX_ISA_LEVELS
     ctypedef struct sx_table:
-        double (*row_max)(const void *x, Py_ssize_t n) noexcept nogil
-        double (*row_exp_sum)(const void *x, void *out, Py_ssize_t n, double shift,
+        double (*row_max)(const void *x, Py_ssize_t n, double *low) noexcept nogil
+        double (*row_exp_sum)(const void *x, void *out, Py_ssize_t n, double shift, double low,
                               const void *ahead) noexcept nogil
-        double (*row_exp_excess)(const void *x, Py_ssize_t n, double shift, double *ties,
-                                 const void *ahead) noexcept nogil
+        double (*row_exp_excess)(const void *x, Py_ssize_t n, double shift, double low,
+                                 double *ties, const void *ahead) noexcept nogil
         void (*row_scale)(void *out, Py_ssize_t n, double factor) noexcept nogil
         void (*row_log_normalize)(const void *x, void *out, Py_ssize_t n, double shift,
                                   double log_sum) noexcept nogil
@@ -255,7 +255,7 @@ def exp_into(const floating[::1] x not None, floating[::1] out not None):
     check_view("out", 1, &out.shape[0], &out.strides[0], &out[0], sizeof(floating),
                (x.shape[0],), True)
     if x.shape[0]:
-        table_for(&x[0]).row_exp_sum(&x[0], &out[0], x.shape[0], 0.0, NULL)
+        table_for(&x[0]).row_exp_sum(&x[0], &out[0], x.shape[0], 0.0, -INFINITY, NULL)
 
 
 cdef inline const sx_table *table_for(const floating *x) noexcept nogil:
@@ -272,6 +272,13 @@ cdef inline double forward_shift(int op, double row_max) noexcept nogil:
     if op == LOGSUMEXP and not isfinite(row_max):
         return 0.0
     return row_max
+
+
+cdef inline double sweep_low(double shift, double row_max, double low) noexcept nogil:
+    """The `low` for an exp sweep by `shift`: the row's smallest value, which
+    the sweep relies on (to take its faster exp) only when shift is the row
+    max; -inf otherwise."""
+    return low if shift == row_max else -INFINITY
 
 
 cdef inline double log_sum_exp(double shift, double excess, double ties) noexcept nogil:
@@ -419,6 +426,8 @@ cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ld
     next row's work; each row still gets exactly the primitives, hence the
     bits, it would get alone."""
     cdef double shift[ROW_GROUP]
+    cdef double largest[ROW_GROUP]
+    cdef double low[ROW_GROUP]
     cdef double total[ROW_GROUP]
     cdef double ties
     cdef Py_ssize_t per = rows_per_group(op, K, sizeof(floating))
@@ -434,17 +443,20 @@ cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ld
                                 total[i - first], stream)
             continue
         for i in range(first, first + n):
-            shift[i - first] = forward_shift(op, t.row_max(x + i * ldx, K))
+            largest[i - first] = t.row_max(x + i * ldx, K, &low[i - first])
+            shift[i - first] = forward_shift(op, largest[i - first])
+            low[i - first] = sweep_low(shift[i - first], largest[i - first], low[i - first])
         if op == LOGSUMEXP:
             for i in range(first, first + n):
-                total[i - first] = t.row_exp_excess(x + i * ldx, K, shift[i - first], &ties,
+                total[i - first] = t.row_exp_excess(x + i * ldx, K, shift[i - first],
+                                                    low[i - first], &ties,
                                                     row_after(x, ldx, i, count, ahead))
                 lse[i * lde] = <floating>log_sum_exp(shift[i - first], total[i - first], ties)
             continue
         for i in range(first, first + n):
             total[i - first] = t.row_exp_sum(x + i * ldx, softmax_exps(op, out + i * ldo, exps,
                                                                        (i - first) * K),
-                                             K, shift[i - first],
+                                             K, shift[i - first], low[i - first],
                                              row_after(x, ldx, i, count, ahead))
         for i in range(first, first + n):
             if op == SOFTMAX and exps != NULL:
@@ -545,13 +557,18 @@ cdef int rows_kernel_split(int op, const floating *x, Py_ssize_t ldx, const floa
     cdef Py_ssize_t it, r, c, start, n
     cdef double m
     cdef double *part = <double *>malloc(items * sizeof(double))
+    cdef double *part_low = <double *>malloc(items * sizeof(double))
     cdef double *shift = <double *>malloc(rows * sizeof(double))
+    cdef double *low = <double *>malloc(rows * sizeof(double))
     cdef double *total = <double *>malloc(rows * sizeof(double))
     cdef double *tie_part = <double *>malloc(items * sizeof(double))  # LOGSUMEXP
     cdef double ties
-    if part == NULL or shift == NULL or total == NULL or tie_part == NULL:
+    if (part == NULL or part_low == NULL or shift == NULL or low == NULL or total == NULL
+            or tie_part == NULL):
         free(part)
+        free(part_low)
         free(shift)
+        free(low)
         free(total)
         free(tie_part)
         return -1
@@ -559,13 +576,15 @@ cdef int rows_kernel_split(int op, const floating *x, Py_ssize_t ldx, const floa
         for it in prange(items, schedule="static", num_threads=num_threads):
             r = it // pieces
             start = (it % pieces) * SX_CHUNK
-            part[it] = t.row_max(x + r * ldx + start, min(SX_CHUNK, K - start))
+            part[it] = t.row_max(x + r * ldx + start, min(SX_CHUNK, K - start), &part_low[it])
         for r in range(rows):
             m = part[r * pieces]
+            low[r] = part_low[r * pieces]
             for c in range(1, pieces):
-                if part[r * pieces + c] > m:
-                    m = part[r * pieces + c]
+                m = max(m, part[r * pieces + c])
+                low[r] = min(low[r], part_low[r * pieces + c])
             shift[r] = forward_shift(op, m)
+            low[r] = sweep_low(shift[r], m, low[r])
     for it in prange(items, schedule="static", num_threads=num_threads):
         r = it // pieces
         start = (it % pieces) * SX_CHUNK
@@ -573,11 +592,12 @@ cdef int rows_kernel_split(int op, const floating *x, Py_ssize_t ldx, const floa
         if backward:
             part[it] = backward_reduce(t, op, x + r * ldx + start, g + r * ldg + start, n)
         elif op == LOGSUMEXP:
-            part[it] = t.row_exp_excess(x + r * ldx + start, n, shift[r], &tie_part[it], NULL)
+            part[it] = t.row_exp_excess(x + r * ldx + start, n, shift[r], low[r], &tie_part[it],
+                                        NULL)
         else:
             part[it] = t.row_exp_sum(x + r * ldx + start,
                                      out + r * ldo + start if op == SOFTMAX else NULL,
-                                     n, shift[r], NULL)
+                                     n, shift[r], low[r], NULL)
     for r in range(rows):
         total[r] = 0.0
         for c in range(pieces):
@@ -599,7 +619,9 @@ cdef int rows_kernel_split(int op, const floating *x, Py_ssize_t ldx, const floa
                 forward_finish(t, op, x + r * ldx + start, out + r * ldo + start, n,
                                shift[r], total[r], False)
     free(part)
+    free(part_low)
     free(shift)
+    free(low)
     free(total)
     free(tie_part)
     return 0

@@ -2,11 +2,13 @@
  *
  * Included by row_kernels_impl.h, once per (instruction set, dtype), with its
  * macros defined (SX_T, SX_F64, SX_NAME, SX_TARGET, SX_VECTOR_EXP).  Defines
- * sx_exp (one value), sx_exp_vector where the instruction set has a vector
- * exp (AVX-512, AVX2), sx_lane_sum and sx_lane_max, and leaves
+ * sx_exp (one value), sx_exp_vector and sx_exp_vector_tame (the same bits
+ * for arguments in [-SX_TAME_SPAN, 0], cheaper) where the instruction set
+ * has a vector exp (AVX-512, AVX2), sx_lane_sum and sx_lane_max, and leaves
  * defined for the row primitives SX_LANES (values per group), SX_EXP_WIDTH
- * (values per call of the vector exp) and, where there is a vector exp,
- * SX_VEC / SX_VEC_T (its intrinsics for SX_T); row_kernels_impl.h undefines them.
+ * (values per call of the vector exp), SX_TAME_SPAN and, where there is a
+ * vector exp, SX_VEC / SX_VEC_T (its intrinsics for SX_T);
+ * row_kernels_impl.h undefines them.
  *
  * exp is an inline polynomial: x = n ln2 + r with a Cody-Waite split of ln2,
  * |r| <= ln2/2, e^r by a polynomial (float: minimax of degree 6; double:
@@ -20,6 +22,15 @@
  * measured over every float in [-104, 88.72]: at most 1.34 ulp (SSE2) and
  * 1.06 ulp (AVX2+FMA and AVX-512, bitwise equal).
  */
+
+/* SX_TAME_SPAN: exps of arguments in [-SX_TAME_SPAN, 0] are normal numbers
+ * p 2^n with n >= -1020 (double) / -124 (float), so that sx_exp_vector_tame
+ * may build 2^n in one step. */
+#if SX_F64
+#define SX_TAME_SPAN 707.0
+#else
+#define SX_TAME_SPAN 86.0
+#endif
 
 #if SX_F64
 #define SX_EXP_LOW (-746.0)
@@ -37,14 +48,16 @@
 #define SX_LN2_LO 1.4286068203094172e-06f
 #endif
 
-/* Clamp x to [SX_EXP_LOW, SX_EXP_HIGH] (NaN passes), then n = round(x / ln2)
- * by the shifter trick (one fused multiply-add and one subtraction) and the
- * reduced argument r = x - n ln2 in two steps.  Written once for scalars and
- * vectors: MAX(c, x) and MIN(c, x) return x when it is NaN, FMA(a, b, c) is
- * a b + c, FNMA(a, b, c) is c - a b, SET(c) a constant. */
-#define SX_EXP_REDUCE(x, n, r, MAX, MIN, FMA, FNMA, SUB, SET)        \
-    x = MAX(SET(SX_EXP_LOW), x);                                      \
-    x = MIN(SET(SX_EXP_HIGH), x);                                     \
+/* SX_EXP_CLAMP clamps x to [SX_EXP_LOW, SX_EXP_HIGH] (NaN passes); then
+ * SX_EXP_REDUCE gives n = round(x / ln2) by the shifter trick (one fused
+ * multiply-add and one subtraction) and the reduced argument r = x - n ln2
+ * in two steps.  Written once for scalars and vectors: MAX(c, x) and
+ * MIN(c, x) return x when it is NaN, FMA(a, b, c) is a b + c, FNMA(a, b, c)
+ * is c - a b, SET(c) a constant. */
+#define SX_EXP_CLAMP(x, MAX, MIN, SET) \
+    x = MAX(SET(SX_EXP_LOW), x);       \
+    x = MIN(SET(SX_EXP_HIGH), x);
+#define SX_EXP_REDUCE(x, n, r, FMA, FNMA, SUB, SET)                  \
     n = SUB(FMA(x, SET(SX_LOG2E), SET(SX_SHIFTER)), SET(SX_SHIFTER)); \
     r = FNMA(n, SET(SX_LN2_HI), x);                                   \
     r = FNMA(n, SET(SX_LN2_LO), r);
@@ -90,8 +103,8 @@
 SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_exp)(SX_T x)
 {
     SX_T n, r, p;
-    SX_EXP_REDUCE(x, n, r, SX_SCALAR_MAX, SX_SCALAR_MIN, SX_SCALAR_FMA, SX_SCALAR_FNMA,
-                  SX_SCALAR_SUB, SX_SCALAR_SET)
+    SX_EXP_CLAMP(x, SX_SCALAR_MAX, SX_SCALAR_MIN, SX_SCALAR_SET)
+    SX_EXP_REDUCE(x, n, r, SX_SCALAR_FMA, SX_SCALAR_FNMA, SX_SCALAR_SUB, SX_SCALAR_SET)
     SX_EXP_POLY(p, r, SX_SCALAR_FMA, SX_SCALAR_SET)
 #if SX_F64
     /* 2^n as 2^half * 2^(n - half); both halves are normal numbers.  The
@@ -158,8 +171,8 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_exp)(SX_T x)
 SX_ALWAYS_INLINE SX_TARGET SX_VEC_T SX_NAME(sx_exp_vector)(SX_VEC_T x)
 {
     SX_VEC_T n, r, p;
-    SX_EXP_REDUCE(x, n, r, SX_VEC(max), SX_VEC(min), SX_VEC(fmadd), SX_VEC(fnmadd),
-                  SX_VEC(sub), SX_VEC(set1))
+    SX_EXP_CLAMP(x, SX_VEC(max), SX_VEC(min), SX_VEC(set1))
+    SX_EXP_REDUCE(x, n, r, SX_VEC(fmadd), SX_VEC(fnmadd), SX_VEC(sub), SX_VEC(set1))
     SX_EXP_POLY(p, r, SX_VEC(fmadd), SX_VEC(set1))
 #if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
     return SX_VEC(scalef)(p, n);
@@ -185,6 +198,34 @@ SX_ALWAYS_INLINE SX_TARGET SX_VEC_T SX_NAME(sx_exp_vector)(SX_VEC_T x)
     const __m256 scale2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(rest, bias), 23));
 #endif
     return SX_VEC(mul)(SX_VEC(mul)(p, scale1), scale2);
+#endif
+}
+#endif
+
+#if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
+/* sx_exp_vector, bit for bit, of lanes that are NaN or in [-SX_TAME_SPAN, 0]
+ * ("tame": the exp of x - max over a row whose values span at most
+ * SX_TAME_SPAN), where no clamp can act and p 2^n is a normal number: so
+ * the clamps go and, on AVX2, 2^n is added to p's exponent field in one
+ * integer step instead of two halves and two products (12 instructions per
+ * 8 floats instead of 21; double: 21 instead of 30).  n is converted to an
+ * integer by CVT, which turns NaN into INT_MIN, whose shifted bits are 0: a
+ * NaN lane keeps p, the NaN sx_exp_vector returns.  Zen 3, one process,
+ * same bits: softmax float32 (16384, 128) and (4096, 1000) 0.76-0.88 of the
+ * time, float64 0.76-0.88, (512, 32000) float32 0.74-0.79. */
+SX_ALWAYS_INLINE SX_TARGET SX_VEC_T SX_NAME(sx_exp_vector_tame)(SX_VEC_T x)
+{
+    SX_VEC_T n, r, p;
+    SX_EXP_REDUCE(x, n, r, SX_VEC(fmadd), SX_VEC(fnmadd), SX_VEC(sub), SX_VEC(set1))
+    SX_EXP_POLY(p, r, SX_VEC(fmadd), SX_VEC(set1))
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
+    return SX_VEC(scalef)(p, n);
+#elif SX_F64
+    const __m256i n_bits = _mm256_slli_epi64(_mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n)), 52);
+    return _mm256_castsi256_pd(_mm256_add_epi64(_mm256_castpd_si256(p), n_bits));
+#else
+    const __m256i n_bits = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), n_bits));
 #endif
 }
 #endif
@@ -281,6 +322,7 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_max)(SX_T *acc)
 #undef SX_LOG2E
 #undef SX_LN2_HI
 #undef SX_LN2_LO
+#undef SX_EXP_CLAMP
 #undef SX_EXP_REDUCE
 #undef SX_EXP_POLY
 #undef SX_SCALAR_MAX

@@ -43,7 +43,8 @@ cdef void xent_row(const sx_table *t, const floating *z, Py_ssize_t K, Py_ssize_
                    floating *grad, const floating *ahead) noexcept nogil:
     """Loss (and gradient, unless grad is NULL) of one row; grad may be z.
     The exp sweep fetches the row `ahead` (or NULL) into cache, as whole_rows."""
-    cdef double m = t.row_max(z, K)
+    cdef double low
+    cdef double m = t.row_max(z, K, &low)
     cdef double share = smoothing / K          # e/K
     cdef double total_c, shifted_dot, total_exp, w_y = 1.0
     # everything that reads the logits comes before the sweep that may overwrite them
@@ -57,7 +58,7 @@ cdef void xent_row(const sx_table *t, const floating *z, Py_ssize_t K, Py_ssize_
         shifted_dot = prob_target_dot(t, z, probs, weight, K, m, smoothing, share)
     if smoothing != 0.0 and probs == NULL:
         shifted_dot += share * t.row_dot(z, weight, NULL, K, m)
-    total_exp = t.row_exp_sum(z, grad, K, m, ahead)   # grad <- exp(z - m)
+    total_exp = t.row_exp_sum(z, grad, K, m, low, ahead)   # grad <- exp(z - m)
     loss[0] = total_c * log(total_exp) - shifted_dot
     if grad != NULL:
         t.row_xent_grad(grad, probs, weight, grad, K, grad_scale * total_c / total_exp,
@@ -353,7 +354,7 @@ def cross_entropy_block_stats(*, const floating[:, :] logits not None, Py_ssize_
     cdef const floating *w0
     cdef const Py_ssize_t *y0
     cdef const sx_table *t
-    cdef double block_max, block_sum, m, weight_block_sum, mass
+    cdef double block_max, block_low, block_sum, m, weight_block_sum, mass
     cdef double share = smoothing / classes if classes > 0 else 0.0
     check_threads(num_threads)
     check_view("stats", 2, &stats.shape[0], &stats.strides[0], &stats[0, 0], sizeof(double),
@@ -364,14 +365,14 @@ def cross_entropy_block_stats(*, const floating[:, :] logits not None, Py_ssize_
     t = table_for(z0)
     with nogil:
         for r in prange(N, schedule="static", num_threads=num_threads):
-            block_max = t.row_max(z0 + r * ldz, Kb)
+            block_max = t.row_max(z0 + r * ldz, Kb, &block_low)
             m = stats[r, STAT_MAX]
             if block_max == -INFINITY:
                 # only -inf (adds nothing) or NaN (must reach the loss) here
-                if t.row_exp_sum(z0 + r * ldz, NULL, Kb, 0.0, NULL) != 0:
+                if t.row_exp_sum(z0 + r * ldz, NULL, Kb, 0.0, -INFINITY, NULL) != 0:
                     stats[r, STAT_SUM] = NAN
             else:
-                block_sum = t.row_exp_sum(z0 + r * ldz, NULL, Kb, block_max, NULL)
+                block_sum = t.row_exp_sum(z0 + r * ldz, NULL, Kb, block_max, block_low, NULL)
                 if block_max > m:
                     stats[r, STAT_SUM] = stats[r, STAT_SUM] * exp(m - block_max) + block_sum
                     stats[r, STAT_MAX] = block_max
@@ -423,7 +424,7 @@ def cross_entropy_block_grad(*, floating[:, :] logits not None, Py_ssize_t first
     t = table_for(logits0)
     with nogil:
         for r in prange(N, schedule="static", num_threads=num_threads):
-            t.row_exp_sum(z0 + r * ldz, z0 + r * ldz, Kb, shift[r], NULL)
+            t.row_exp_sum(z0 + r * ldz, z0 + r * ldz, Kb, shift[r], -INFINITY, NULL)
             t.row_xent_grad(z0 + r * ldz, at(p0, r * ldp), w0, z0 + r * ldz, Kb, alpha[r],
                             beta if p0 != NULL else 0.0, gamma)
             if y0 != NULL:

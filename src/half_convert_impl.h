@@ -429,9 +429,10 @@ static SX_TARGET double SX_NAME(row_exp_sum)(const void *xv, float *out, ptrdiff
 {
     const uint16_t *x = (const uint16_t *)xv, *ahead = (const uint16_t *)aheadv;
     SX_BLOCK_BUFFER(wide);
-#define SX_EXP_BLOCK(block, len, sum)     \
-    SX_FETCH_BLOCK_AHEAD(block, len)      \
-    sum += SX_F32(row_exp_sum)(wide, out != NULL ? out + (block) : NULL, len, shift, NULL);
+#define SX_EXP_BLOCK(block, len, sum)                                                \
+    SX_FETCH_BLOCK_AHEAD(block, len)                                                 \
+    sum += SX_F32(row_exp_sum)(wide, out != NULL ? out + (block) : NULL, len, shift, \
+                               -INFINITY, NULL);
     SX_BLOCKWISE_SUM(x, n, wide, SX_EXP_BLOCK)
 #undef SX_EXP_BLOCK
     return total;
@@ -444,9 +445,9 @@ static SX_TARGET double SX_NAME(row_exp_excess)(const void *xv, ptrdiff_t n, dou
     const uint16_t *x = (const uint16_t *)xv, *ahead = (const uint16_t *)aheadv;
     SX_BLOCK_BUFFER(wide);
     double block_ties, tie_count = 0.0;
-#define SX_EXCESS_BLOCK(block, len, sum)                                \
-    SX_FETCH_BLOCK_AHEAD(block, len)                                    \
-    sum += SX_F32(row_exp_excess)(wide, len, shift, &block_ties, NULL); \
+#define SX_EXCESS_BLOCK(block, len, sum)                                           \
+    SX_FETCH_BLOCK_AHEAD(block, len)                                               \
+    sum += SX_F32(row_exp_excess)(wide, len, shift, -INFINITY, &block_ties, NULL); \
     tie_count += block_ties;
     SX_BLOCKWISE_SUM(x, n, wide, SX_EXCESS_BLOCK)
 #undef SX_EXCESS_BLOCK

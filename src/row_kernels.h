@@ -37,13 +37,16 @@
 
 #define SX_MIN(a, b) ((a) < (b) ? (a) : (b))
 
-/* The primitives of one dtype and instruction set.  row_exp_sum and
- * row_exp_excess also fetch `ahead` (n values, or NULL), the row to be read
- * next, into cache while they compute. */
+/* The primitives of one dtype and instruction set.  row_max also finds the
+ * row's smallest value, `low`: row_exp_sum and row_exp_excess take it (or
+ * -inf where their shift is not the row's max) to choose a faster exp of
+ * the same bits.  They also fetch `ahead` (n values, or NULL), the row to be
+ * read next, into cache while they compute. */
 typedef struct sx_table {
-    double (*row_max)(const void *x, ptrdiff_t n);
-    double (*row_exp_sum)(const void *x, void *out, ptrdiff_t n, double shift, const void *ahead);
-    double (*row_exp_excess)(const void *x, ptrdiff_t n, double shift, double *ties,
+    double (*row_max)(const void *x, ptrdiff_t n, double *low);
+    double (*row_exp_sum)(const void *x, void *out, ptrdiff_t n, double shift, double low,
+                          const void *ahead);
+    double (*row_exp_excess)(const void *x, ptrdiff_t n, double shift, double low, double *ties,
                              const void *ahead);
     void (*row_scale)(void *out, ptrdiff_t n, double factor);
     void (*row_log_normalize)(const void *x, void *out, ptrdiff_t n, double shift, double log_sum);

@@ -29,8 +29,11 @@
  * independent of the thread count.
  *
  * exp is an inline polynomial of at most 2 ulp, with its lane reductions in
- * exp_lanes_impl.h (included below); the transposes of short rows' tiles are
- * in tile_transpose_impl.h.
+ * exp_lanes_impl.h (included below).  Softmax's arguments x_i - max are at
+ * most 0; when row_max finds that a row spans at most SX_TAME_SPAN they are
+ * "tame" too, and its exp sweeps take a vector exp without clamps that
+ * builds 2^n in one step: the same bits, fewer instructions.  The
+ * transposes of short rows' tiles are in tile_transpose_impl.h.
  */
 
 /* Counters as wide as SX_T, so that counting loops vectorise beside SX_T ones. */
@@ -43,39 +46,56 @@
 #include "exp_lanes_impl.h"
 #include "tile_transpose_impl.h"
 
+/* What SX_LANE_LOOP's lanes get as e: nothing (0), exp, or exp of tame
+ * arguments (sx_exp_vector_tame: NaN or in [-SX_TAME_SPAN, 0]; the same
+ * bits as exp, fewer instructions).  SX_TAME_ROW(shift, low) says whether
+ * the arguments x_i - shift of a row are tame, given its smallest x_i (low)
+ * and shift its largest; without a vector exp it is never worth a branch. */
+#define SX_WITHOUT_EXP 0
+#define SX_WITH_EXP 1
+#define SX_WITH_TAME_EXP 2
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_NONE
+#define SX_TAME_ROW(shift, low) 0
+#else
+#define SX_TAME_ROW(shift, low) ((low) <= (shift) && (shift) - (low) <= SX_TAME_SPAN)
+#define SX_EXP_OF_KIND(x, KIND) \
+    ((KIND) == SX_WITH_TAME_EXP ? SX_NAME(sx_exp_vector_tame)(x) : SX_NAME(sx_exp_vector)(x))
+#endif
+
 /* The exponentials of one group of lanes, e_j = exp(ARG_J) for the lane j
- * of the group, when USES_EXP is 1, in `e` (declared by SX_EXP_BUFFER).
- * With a vector exp they are computed first, the whole group at once: on
- * AVX-512 into the array e[] (one vector), on AVX2 into the vector e (half a
- * group), which gcc keeps in a register, where an array made it copy the
- * exps through general registers.  Otherwise each is computed where
- * SX_EXP_LANE reads it, inside the value loop, which the compilers vectorise
- * best as one loop. */
+ * of the group, when KIND is not SX_WITHOUT_EXP, in `e` (declared by
+ * SX_EXP_BUFFER).  With a vector exp they are computed first, the whole
+ * group at once: on AVX-512 into the array e[] (one vector), on AVX2 into
+ * the vector e (half a group), which gcc keeps in a register, where an array
+ * made it copy the exps through general registers.  Otherwise each is
+ * computed where SX_EXP_LANE reads it, inside the value loop, which the
+ * compilers vectorise best as one loop. */
 #if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
 #define SX_EXP_BUFFER(e) SX_VEC_T e = SX_VEC(setzero)()
-#define SX_EXP_GROUP(e, ARG_J, USES_EXP)                                       \
-    if (USES_EXP) {                                                          \
+#define SX_EXP_GROUP(e, ARG_J, KIND)                                         \
+    if (KIND) {                                                              \
         for (ptrdiff_t j = 0; j < SX_EXP_WIDTH; ++j) { e[j] = ARG_J; }       \
-        e = SX_NAME(sx_exp_vector)(e);                                       \
+        e = SX_EXP_OF_KIND(e, KIND);                                         \
     }
-#define SX_EXP_LANE(e, j, ARG_J, USES_EXP) ((USES_EXP) ? e[j] : (SX_T)0)
+#define SX_EXP_LANE(e, j, ARG_J, KIND) ((KIND) ? e[j] : (SX_T)0)
 #elif SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
 #define SX_EXP_BUFFER(e) SX_T e[SX_EXP_WIDTH]
-#define SX_EXP_GROUP(e, ARG_J, USES_EXP)                                       \
-    if (USES_EXP) {                                                          \
+#define SX_EXP_GROUP(e, ARG_J, KIND)                                         \
+    if (KIND) {                                                              \
         SX_PRAGMA(omp simd)                                                  \
         for (ptrdiff_t j = 0; j < SX_EXP_WIDTH; ++j) { e[j] = ARG_J; }       \
-        SX_VEC(storeu)(e, SX_NAME(sx_exp_vector)(SX_VEC(loadu)(e)));         \
+        SX_VEC(storeu)(e, SX_EXP_OF_KIND(SX_VEC(loadu)(e), KIND));           \
     }
-#define SX_EXP_LANE(e, j, ARG_J, USES_EXP) ((USES_EXP) ? e[j] : (SX_T)0)
+#define SX_EXP_LANE(e, j, ARG_J, KIND) ((KIND) ? e[j] : (SX_T)0)
 #else
 #define SX_EXP_BUFFER(e) SX_T e[SX_EXP_WIDTH]
-#define SX_EXP_GROUP(e, ARG_J, USES_EXP)
-#define SX_EXP_LANE(e, j, ARG_J, USES_EXP) ((USES_EXP) ? SX_NAME(sx_exp)(ARG_J) : (SX_T)0)
+#define SX_EXP_GROUP(e, ARG_J, KIND)
+#define SX_EXP_LANE(e, j, ARG_J, KIND) ((KIND) ? SX_NAME(sx_exp)(ARG_J) : (SX_T)0)
 #endif
 
 /* Runs v = EXPR(e, A[i], B[i], C[i]) over i in [0, n) in groups of SX_LANES,
- * with e = exp(ARG(A[i], B[i], C[i])) when USES_EXP is 1 (else 0), calling
+ * with e = exp(ARG(A[i], B[i], C[i])) as KIND says (SX_WITH_EXP,
+ * SX_WITH_TAME_EXP; 0 with SX_WITHOUT_EXP), calling
  * STORE(i, lane, v) for each value, lane = i mod SX_LANES (an operand the
  * expressions ignore may repeat A), and AHEAD(i) once per whole group: a
  * group is one cache line of each operand, so AHEAD can fetch the matching
@@ -90,7 +110,7 @@
  * top: one accumulator per lane within a block, lanes added as a tree,
  * blocks and chunks in double.  The lane arithmetic is the same on every
  * instruction set. */
-#define SX_LANE_LOOP(n, A, B, C, ARG, USES_EXP, EXPR, STORE, SUM, AHEAD)            \
+#define SX_LANE_LOOP(n, A, B, C, ARG, KIND, EXPR, STORE, SUM, AHEAD)            \
     double total = 0.0;                                                             \
     for (ptrdiff_t chunk = 0; chunk < (n); chunk += SX_CHUNK) {                     \
         const ptrdiff_t chunk_end = SX_MIN((n), chunk + SX_CHUNK);                  \
@@ -106,11 +126,11 @@
                 AHEAD(i);                                                           \
                 SX_UNROLL(2)                                                        \
                 for (ptrdiff_t h = i; h < i + SX_LANES; h += SX_EXP_WIDTH) {        \
-                    SX_EXP_GROUP(e, ARG((A)[h + j], (B)[h + j], (C)[h + j]), USES_EXP) \
+                    SX_EXP_GROUP(e, ARG((A)[h + j], (B)[h + j], (C)[h + j]), KIND) \
                     SX_PRAGMA(omp simd)                                             \
                     for (ptrdiff_t j = 0; j < SX_EXP_WIDTH; ++j) {                  \
                         const SX_T sx_exp_j =                                       \
-                            SX_EXP_LANE(e, j, ARG((A)[h + j], (B)[h + j], (C)[h + j]), USES_EXP); \
+                            SX_EXP_LANE(e, j, ARG((A)[h + j], (B)[h + j], (C)[h + j]), KIND); \
                         const SX_T sx_value =                                       \
                             EXPR(sx_exp_j, (A)[h + j], (B)[h + j], (C)[h + j]);     \
                         (void)sx_exp_j;                                             \
@@ -132,11 +152,11 @@
                 (void)pad_c;                                                        \
                 SX_UNROLL(2)                                                        \
                 for (ptrdiff_t h = 0; h < SX_LANES; h += SX_EXP_WIDTH) {            \
-                    SX_EXP_GROUP(e, ARG(pad_a[h + j], pad_b[h + j], pad_c[h + j]), USES_EXP) \
+                    SX_EXP_GROUP(e, ARG(pad_a[h + j], pad_b[h + j], pad_c[h + j]), KIND) \
                     SX_PRAGMA(omp simd)                                             \
                     for (ptrdiff_t j = 0; j < SX_EXP_WIDTH; ++j) {                  \
                         const SX_T sx_exp_j = SX_EXP_LANE(                          \
-                            e, j, ARG(pad_a[h + j], pad_b[h + j], pad_c[h + j]), USES_EXP); \
+                            e, j, ARG(pad_a[h + j], pad_b[h + j], pad_c[h + j]), KIND); \
                         const SX_T sx_value =                                       \
                             EXPR(sx_exp_j, pad_a[h + j], pad_b[h + j], pad_c[h + j]); \
                         (void)sx_exp_j;                                             \
@@ -165,50 +185,64 @@
 
 /* ---- rows: the reduced axis is contiguous ---------------------------------- */
 
-/* Largest element, NaN ignored (a NaN reaches the result through the sum).
- * Running maxima per lane, updated element-wise (gcc and clang both
- * vectorise that select; clang leaves a scalar max reduction unvectorised
- * unless fast-math promises no NaN), in two sets that take alternate groups
- * (one set is a chain of dependent max instructions: 2 cycles a group on
- * Zen 4, twice what the loads need), the last partial group padded with
- * -inf, and the lanes reduced as a tree (sx_lane_max): a short path for
- * short rows.  A row of 128 floats took 31 cycles with one set and the
- * generic tree, 17 with both changes (Zen 4, in L1).  Max is exact, so the
+/* Largest element, NaN ignored (a NaN reaches the result through the sum),
+ * and in *low the smallest (NaN ignored; +inf when there is none), for
+ * row_exp_sum's tame exps.
+ * Running maxima (and minima) per lane, updated element-wise (gcc and clang
+ * both vectorise that select; clang leaves a scalar max reduction
+ * unvectorised unless fast-math promises no NaN), in two sets that take
+ * alternate groups (one set is a chain of dependent max instructions: 2
+ * cycles a group on Zen 4, twice what the loads need), the last partial
+ * group padded with -inf (+inf), and the lanes reduced as a tree
+ * (sx_lane_max; the minima negated): a short path for short rows.  A row of
+ * 128 floats took 31 cycles with one set and the generic tree, 17 with both
+ * changes (Zen 4, in L1, before the minima).  Max and min are exact, so the
  * order changes no result (only which zero a tie of -0 and +0 returns). */
-static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n)
+static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n, double *low)
 {
     const SX_T *x = (const SX_T *)xv;
-    SX_T lane_max[SX_LANES], other_max[SX_LANES];
-    for (ptrdiff_t j = 0; j < SX_LANES; ++j) { lane_max[j] = other_max[j] = -(SX_T)INFINITY; }
+    SX_T lane_max[SX_LANES], other_max[SX_LANES], lane_min[SX_LANES], other_min[SX_LANES];
+    for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
+        lane_max[j] = other_max[j] = -(SX_T)INFINITY;
+        lane_min[j] = other_min[j] = (SX_T)INFINITY;
+    }
+#define SX_KEEP_EXTREMES(maxima, minima, v)                  \
+    maxima[j] = (v) > maxima[j] ? (v) : maxima[j];           \
+    minima[j] = (v) < minima[j] ? (v) : minima[j];
     ptrdiff_t i = 0;
     for (; i + 2 * SX_LANES <= n; i += 2 * SX_LANES) {
         SX_PRAGMA(omp simd)
         for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
             const SX_T a = x[i + j], b = x[i + SX_LANES + j];
-            lane_max[j] = a > lane_max[j] ? a : lane_max[j];
-            other_max[j] = b > other_max[j] ? b : other_max[j];
+            SX_KEEP_EXTREMES(lane_max, lane_min, a)
+            SX_KEEP_EXTREMES(other_max, other_min, b)
         }
     }
     if (i + SX_LANES <= n) {
         SX_PRAGMA(omp simd)
-        for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
-            lane_max[j] = x[i + j] > lane_max[j] ? x[i + j] : lane_max[j];
-        }
+        for (ptrdiff_t j = 0; j < SX_LANES; ++j) { SX_KEEP_EXTREMES(lane_max, lane_min, x[i + j]) }
         i += SX_LANES;
     }
     if (i < n) {
-        SX_T tail[SX_LANES];
-        SX_PRAGMA(omp simd)
-        for (ptrdiff_t j = 0; j < SX_LANES; ++j) { tail[j] = i + j < n ? x[i + j] : -(SX_T)INFINITY; }
+        SX_T high[SX_LANES], lower[SX_LANES];
         SX_PRAGMA(omp simd)
         for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
-            lane_max[j] = tail[j] > lane_max[j] ? tail[j] : lane_max[j];
+            high[j] = i + j < n ? x[i + j] : -(SX_T)INFINITY;
+            lower[j] = i + j < n ? x[i + j] : (SX_T)INFINITY;
+        }
+        SX_PRAGMA(omp simd)
+        for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
+            lane_max[j] = high[j] > lane_max[j] ? high[j] : lane_max[j];
+            lane_min[j] = lower[j] < lane_min[j] ? lower[j] : lane_min[j];
         }
     }
+#undef SX_KEEP_EXTREMES
     SX_PRAGMA(omp simd)
     for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
         lane_max[j] = other_max[j] > lane_max[j] ? other_max[j] : lane_max[j];
+        lane_min[j] = -(other_min[j] < lane_min[j] ? other_min[j] : lane_min[j]);
     }
+    *low = -SX_NAME(sx_lane_max)(lane_min);
     return SX_NAME(sx_lane_max)(lane_max);
 }
 
@@ -216,45 +250,63 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n)
 #define SX_SHIFTED(a, b, c) ((a) - shift)
 
 /* sum_i exp(x_i - shift); also stores the terms in out unless it is NULL.
- * `ahead` (n values, or NULL) is the row to be read next: fetched into cache
- * during this sweep, so that its first sweep reads the cache instead of
- * waiting on memory, its loads overlapping this sweep's arithmetic. */
+ * `low` is the row's smallest x_i (NaN ignored) when shift is its largest,
+ * as row_max finds them, else -inf: rows that SX_TAME_ROW finds tame take
+ * the tame exp, with the same bits.  `ahead` (n values, or NULL) is the row
+ * to be read next: fetched into cache during this sweep, so that its first
+ * sweep reads the cache instead of waiting on memory, its loads overlapping
+ * this sweep's arithmetic. */
 static SX_TARGET double SX_NAME(row_exp_sum)(const void *xv, void *outv, ptrdiff_t n,
-                                             double shift_d, const void *aheadv)
+                                             double shift_d, double low, const void *aheadv)
 {
     const SX_T *x = (const SX_T *)xv, *ahead = (const SX_T *)aheadv, shift = (SX_T)shift_d;
     SX_T *out = (SX_T *)outv;
 #define SX_EXP_VALUE(e, a, b, c) (e)
 #define SX_STORE_OUT(i, lane, v) (out[i] = (v))
-    if (out == NULL) {
-        SX_LANE_LOOP(n, x, x, x, SX_SHIFTED, 1, SX_EXP_VALUE, SX_NO_STORE, 1, SX_FETCH_AHEAD);
-        return total;
+#define SX_EXP_SUM(KIND, STORE)                                                     \
+    {                                                                               \
+        SX_LANE_LOOP(n, x, x, x, SX_SHIFTED, KIND, SX_EXP_VALUE, STORE, 1, SX_FETCH_AHEAD); \
+        return total;                                                               \
     }
-    SX_LANE_LOOP(n, x, x, x, SX_SHIFTED, 1, SX_EXP_VALUE, SX_STORE_OUT, 1, SX_FETCH_AHEAD);
-    return total;
+    if (SX_TAME_ROW(shift_d, low)) {
+        if (out == NULL) SX_EXP_SUM(SX_WITH_TAME_EXP, SX_NO_STORE)
+        SX_EXP_SUM(SX_WITH_TAME_EXP, SX_STORE_OUT)
+    }
+    if (out == NULL) SX_EXP_SUM(SX_WITH_EXP, SX_NO_STORE)
+    SX_EXP_SUM(SX_WITH_EXP, SX_STORE_OUT)
+#undef SX_EXP_SUM
 #undef SX_EXP_VALUE
 }
 
 /* sum_i (exp(x_i - shift) - [x_i == shift]) in row_exp_sum's blocked order,
- * and the number of x_i == shift in *ties, fetching `ahead` as row_exp_sum.  With shift the row max,
+ * and the number of x_i == shift in *ties, taking tame exps and fetching
+ * `ahead` as row_exp_sum.  With shift the row max,
  * logsumexp = shift + log1p(excess + ties - 1): the terms equal to 1 never
  * meet the small ones in an accumulator, so a dominant term keeps the others'
  * digits (logsumexp([0, -40]) = 4.2e-18, as scipy computes it, gh-18295). */
 static SX_TARGET double SX_NAME(row_exp_excess)(const void *xv, ptrdiff_t n, double shift_d,
-                                                double *ties, const void *aheadv)
+                                                double low, double *ties, const void *aheadv)
 {
     const SX_T *x = (const SX_T *)xv, *ahead = (const SX_T *)aheadv, shift = (SX_T)shift_d;
     SX_COUNT_T tie_lanes[SX_LANES] = {0};
+    double total_excess;
 #define SX_EXCESS(e, a, b, c) ((e) - ((a) == shift ? (SX_T)1 : (SX_T)0))
 #define SX_COUNT_TIE(i, lane, v) (tie_lanes[lane] += x[i] == shift)
-    SX_LANE_LOOP(n, x, x, x, SX_SHIFTED, 1, SX_EXCESS, SX_COUNT_TIE, 1, SX_FETCH_AHEAD);
+#define SX_EXCESS_SUM(KIND)                                                            \
+    {                                                                                  \
+        SX_LANE_LOOP(n, x, x, x, SX_SHIFTED, KIND, SX_EXCESS, SX_COUNT_TIE, 1, SX_FETCH_AHEAD); \
+        total_excess = total;                                                          \
+    }
+    if (SX_TAME_ROW(shift_d, low)) SX_EXCESS_SUM(SX_WITH_TAME_EXP)
+    else SX_EXCESS_SUM(SX_WITH_EXP)
+#undef SX_EXCESS_SUM
 #undef SX_SHIFTED
 #undef SX_EXCESS
 #undef SX_COUNT_TIE
     int64_t count = 0; /* lanes of SX_T's width vectorise; each holds < 2^31 */
     for (ptrdiff_t j = 0; j < SX_LANES; ++j) { count += tie_lanes[j]; }
     *ties = (double)count;
-    return total;
+    return total_excess;
 }
 
 static SX_TARGET void SX_NAME(row_scale)(void *outv, ptrdiff_t n, double factor_d)
@@ -286,15 +338,15 @@ static SX_TARGET double SX_NAME(row_dot)(const void *av, const void *bv, const v
 #define SX_AB(e, a, b, c) (((a) - shift) * (b))
 #define SX_ABC(e, a, b, c) (((a) - shift) * (b) * (c))
     if (b == NULL && c == NULL) {
-        SX_LANE_LOOP(n, a, a, a, SX_NO_ARG, 0, SX_A, SX_NO_STORE, 1, SX_NO_AHEAD);
+        SX_LANE_LOOP(n, a, a, a, SX_NO_ARG, SX_WITHOUT_EXP, SX_A, SX_NO_STORE, 1, SX_NO_AHEAD);
         return total;
     }
     if (b == NULL || c == NULL) {
         const SX_T *other = b == NULL ? c : b;
-        SX_LANE_LOOP(n, a, other, a, SX_NO_ARG, 0, SX_AB, SX_NO_STORE, 1, SX_NO_AHEAD);
+        SX_LANE_LOOP(n, a, other, a, SX_NO_ARG, SX_WITHOUT_EXP, SX_AB, SX_NO_STORE, 1, SX_NO_AHEAD);
         return total;
     }
-    SX_LANE_LOOP(n, a, b, c, SX_NO_ARG, 0, SX_ABC, SX_NO_STORE, 1, SX_NO_AHEAD);
+    SX_LANE_LOOP(n, a, b, c, SX_NO_ARG, SX_WITHOUT_EXP, SX_ABC, SX_NO_STORE, 1, SX_NO_AHEAD);
     return total;
 #undef SX_A
 #undef SX_AB
@@ -448,7 +500,7 @@ static SX_TARGET void SX_NAME(row_log_softmax_bwd)(const void *logpv, const void
     SX_T *out = (SX_T *)outv;
 #define SX_LOG_P(logp_i, g_i, unused) (logp_i)
 #define SX_LOG_BWD(p_i, logp_i, g_i, unused) ((g_i) - (p_i) * grad_sum)
-    SX_LANE_LOOP(n, logp, g, g, SX_LOG_P, 1, SX_LOG_BWD, SX_STORE_OUT, 0, SX_NO_AHEAD);
+    SX_LANE_LOOP(n, logp, g, g, SX_LOG_P, SX_WITH_EXP, SX_LOG_BWD, SX_STORE_OUT, 0, SX_NO_AHEAD);
     (void)total;
 #undef SX_LOG_P
 #undef SX_LOG_BWD
@@ -507,6 +559,11 @@ static SX_TARGET void SX_NAME(row_xent_grad)(const void *ev, const void *uv, con
 #undef SX_NO_STORE
 #undef SX_EXP_GROUP
 #undef SX_EXP_LANE
+#undef SX_WITHOUT_EXP
+#undef SX_WITH_EXP
+#undef SX_WITH_TAME_EXP
+#undef SX_TAME_ROW
+#undef SX_EXP_OF_KIND
 #undef SX_NO_ARG
 #undef SX_NO_AHEAD
 #undef SX_FETCH_AHEAD
@@ -781,3 +838,4 @@ static const sx_table SX_NAME(sx_table) = {
 #undef SX_LANES
 #undef SX_VEC
 #undef SX_VEC_T
+#undef SX_TAME_SPAN

@@ -28,12 +28,13 @@ cdef void row_split_stats(const sx_table *t, int op, const floating *x, const fl
                           Py_ssize_t K, double *stats, const floating *ahead) noexcept nogil:
     """A slice's statistics; the forward exp sweep fetches the row `ahead`
     (or NULL) into cache, as whole_rows does."""
-    cdef double m, ties
+    cdef double m, low, shift, ties
     if is_backward(op):
         stats[0] = backward_reduce(t, op, x, g, K)
         return
-    m = t.row_max(x, K)
-    stats[1] = t.row_exp_excess(x, K, forward_shift(LOGSUMEXP, m), &ties, ahead)
+    m = t.row_max(x, K, &low)
+    shift = forward_shift(LOGSUMEXP, m)
+    stats[1] = t.row_exp_excess(x, K, shift, sweep_low(shift, m, low), &ties, ahead)
     stats[0] = m
     stats[2] = ties
 
@@ -71,7 +72,7 @@ cdef void row_split_finish(const sx_table *t, int op, const floating *x, const f
         backward_finish(t, op, x, g, out, K, params[1], False)
         return
     if op == SOFTMAX:
-        t.row_exp_sum(x, out, K, params[0], ahead)
+        t.row_exp_sum(x, out, K, params[0], -INFINITY, ahead)
     forward_finish(t, op, x, out, K, params[0], params[1], False)
 
 

@@ -345,6 +345,36 @@ def test_rows_swept_in_groups_get_the_bits_of_rows_done_alone(rng, K, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K", [100, 128, 1000, 40000])
+def test_tame_rows_get_the_bits_of_the_full_exp(isa, rng, dtype, K):
+    """A row whose values span at most 86 (float32) / 707 (float64) takes an
+    exp without clamps that builds 2^n in one step (row_kernels_impl.h's tame
+    exps).  A -inf appended to a row adds an exact 0 to its sums but sends
+    it through the full exp: both must give the same bits.  Rows at the
+    bound, beyond it, with a NaN, with huge values, and wide ones."""
+    span = 86.0 if dtype == np.float32 else 707.0
+    x = (rng.standard_normal((6, K)) * 3).astype(dtype)
+    x[1, 0], x[1, 5] = 10.0, 10.0 - span  # exactly at the bound: tame
+    x[2, 0], x[2, 5] = 10.0, 10.0 - 1.01 * span  # beyond it: full
+    x[3, 9] = np.nan
+    x[4] += dtype(1e4)
+    x[5] *= dtype(span / 8)  # spans about 8 span: full
+    padded = np.concatenate([x, np.full((6, 1), -np.inf, dtype)], axis=1)
+    for func in (sx.softmax, sx.log_softmax):
+        for threads in (1, 2):
+            np.testing.assert_array_equal(bits(func(x, num_threads=threads)),
+                                          bits(func(padded, num_threads=threads)[:, :-1]),
+                                          err_msg=f"{func.__name__} {threads}")
+    np.testing.assert_array_equal(bits(sx.logsumexp(x)), bits(sx.logsumexp(padded)))
+    assert np.isnan(sx.softmax(x)[3]).all()
+    kept = [0, 1, 2, 4, 5]
+    expected = ref.softmax(x[kept].astype(np.float64), axis=-1)
+    assert_close(sx.softmax(x)[kept], expected, dtype)
+    assert_close(sx.logsumexp(x)[kept], ref.logsumexp(x[kept].astype(np.float64), -1), dtype,
+                 scale=np.abs(x[kept]).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("axis", [0, 1])
 @pytest.mark.parametrize("name", ["softmax", "log_softmax", "logsumexp"])
 def test_misaligned_input_gives_the_aligned_bits(rng, name, axis, dtype):

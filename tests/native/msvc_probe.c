@@ -8,5 +8,5 @@
 int msvc_probe(void)
 {
     const int level = sx_select_isa(SX_ISA_LEVELS - 1);
-    return level + sx_cpu_isa_level() + (int)sx_table_f32->row_max(0, 0);
+    return level + sx_cpu_isa_level() + (int)sx_table_f32->row_max(0, 0, 0);
 }
