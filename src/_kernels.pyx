@@ -101,11 +101,11 @@ cdef extern from "row_kernels.h":
                      Py_ssize_t rows, Py_ssize_t n) noexcept nogil
         void (*store)(const float *src, Py_ssize_t lds, void *dst, Py_ssize_t ldd,
                       Py_ssize_t rows, Py_ssize_t n) noexcept nogil
-        double (*row_max)(const void *x, Py_ssize_t n) noexcept nogil
-        double (*row_exp_sum)(const void *x, float *out, Py_ssize_t n, double shift,
+        double (*row_max)(const void *x, Py_ssize_t n, double *low) noexcept nogil
+        double (*row_exp_sum)(const void *x, float *out, Py_ssize_t n, double shift, double low,
                               const void *ahead) noexcept nogil
-        double (*row_exp_excess)(const void *x, Py_ssize_t n, double shift, double *ties,
-                                 const void *ahead) noexcept nogil
+        double (*row_exp_excess)(const void *x, Py_ssize_t n, double shift, double low,
+                                 double *ties, const void *ahead) noexcept nogil
         void (*row_scale_store)(const float *e, void *out, Py_ssize_t n,
                                 double factor) noexcept nogil
         void (*row_scale_store_stream)(const float *e, void *out, Py_ssize_t n,
@@ -148,8 +148,12 @@ cdef enum:
     # (512, 32768) 5.30 / 6.35 / 4.56 -> 4.75 / 5.25 / 3.41 ms; 2 threads,
     # (8192, 2048) 4.01 / 4.79 / 3.62 -> 3.46 / 3.28 / 2.08 ms; rows of 2 KiB
     # still gain (3-14 %), rows of 1000 in L3 are unchanged; float16 softmax
-    # of (512, 32000), 2 threads, 3.2 -> 2.5 ms.
-    AHEAD_MIN_BYTES = 2048
+    # of (512, 32000), 2 threads, 3.2 -> 2.5 ms.  Rows swept in groups fetch
+    # the matching row of the next group (whole_rows): on Zen 3, softmax
+    # float32 (16384, 128) 0.83-0.95 of the time at 1 thread, 0.95-0.97 at
+    # 2, (8192, 256) 0.88-0.91; rows of 128 or 256 bytes gained nothing
+    # (0.98-1.04), so AHEAD_MIN_BYTES stays at 512.
+    AHEAD_MIN_BYTES = 512
     AHEAD_MAX_BYTES = 262144
     # log_softmax and both backward ops write their output by streaming
     # stores (row_*_stream), which skip reading each output line before
@@ -384,12 +388,14 @@ cdef inline const element *row_to_fetch(const element *x, Py_ssize_t ld, Py_ssiz
 
 
 cdef inline const floating *row_after(const floating *x, Py_ssize_t ldx, Py_ssize_t i,
-                                      Py_ssize_t count, const floating *ahead) noexcept nogil:
-    """The row read after row i of `count` (`ahead` after the last); NULL
-    when `ahead` is NULL (nothing to fetch)."""
+                                      Py_ssize_t count, const floating *ahead,
+                                      Py_ssize_t step) noexcept nogil:
+    """The row `step` rows after row i of `count` (ldx apart), counting on
+    into `ahead`'s rows after the last: what row i's exp sweep fetches
+    into cache.  NULL when `ahead` is NULL (nothing to fetch)."""
     if ahead == NULL:
         return NULL
-    return x + (i + 1) * ldx if i + 1 < count else ahead
+    return x + (i + step) * ldx if i + step < count else ahead + (i + step - count) * ldx
 
 
 cdef inline floating *softmax_exps(int op, floating *out, floating *exps,
@@ -409,8 +415,10 @@ cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ld
                      Py_ssize_t ldn) noexcept nogil:
     """`op` on `count` contiguous rows of K elements (row i at x + i*ldx, its
     logsumexp at lse[i*lde]), by the calling thread.  Unless `ahead` is NULL,
-    each forward row's exp sweep fetches the next row into cache, `ahead`
-    (the row this thread reads next) after the last.  With `stream`,
+    each forward row's exp sweep fetches into cache the row that the same
+    sweep reads next, rows_per_group rows on: `ahead` holds the rows after
+    the last (the first of at least `count` rows, ldx apart, that this
+    thread reads next).  With `stream`,
     log_softmax and both backward ops write `out` by streaming stores; the
     caller then runs sx_store_fence once.  Softmax streams when `exps` is not
     NULL (a scratch of rows_per_group rows of K, where it keeps its exps and
@@ -450,14 +458,14 @@ cdef void whole_rows(const sx_table *t, int op, const floating *x, Py_ssize_t ld
             for i in range(first, first + n):
                 total[i - first] = t.row_exp_excess(x + i * ldx, K, shift[i - first],
                                                     low[i - first], &ties,
-                                                    row_after(x, ldx, i, count, ahead))
+                                                    row_after(x, ldx, i, count, ahead, per))
                 lse[i * lde] = <floating>log_sum_exp(shift[i - first], total[i - first], ties)
             continue
         for i in range(first, first + n):
             total[i - first] = t.row_exp_sum(x + i * ldx, softmax_exps(op, out + i * ldo, exps,
                                                                        (i - first) * K),
                                              K, shift[i - first], low[i - first],
-                                             row_after(x, ldx, i, count, ahead))
+                                             row_after(x, ldx, i, count, ahead, per))
         for i in range(first, first + n):
             if op == SOFTMAX and exps != NULL:
                 t.row_scale_stream(exps + (i - first) * K, out + i * ldo, K,
@@ -537,8 +545,9 @@ cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating 
             whole_rows(t, op, x + r * group * ldx, ldx, at(g, r * group * ldg), ldg,
                        <floating *>at(out, r * group * ldo), ldo, <floating *>at(lse, r * group),
                        1, min(group, rows - r * group), K,
-                       row_to_fetch(x, group * ldx, r + 1, groups, ahead), stream, exps, NULL,
-                       NULL, 0)
+                       # the next group, when it is whole (see whole_rows)
+                       row_to_fetch(x, group * ldx, r + 1, rows // group, ahead), stream, exps,
+                       NULL, NULL, 0)
         if stream:
             sx_store_fence()
         free(exps)

@@ -167,7 +167,7 @@ cdef void xent_tile(const sx_table *t, const floating *z, Py_ssize_t ldz, Py_ssi
         else:
             xent_row(t, z + i * ldz, K, y, at(probs, i * ldp), weight, weight_sum, smoothing,
                      grad_scale, &loss[i], <floating *>at(grad, i * ldg),
-                     row_after(z, ldz, i, n, ahead))
+                     row_after(z, ldz, i, n, ahead, 1))
 
 
 cdef int xent_targets(Py_ssize_t N, Py_ssize_t K, const Py_ssize_t[::1] target,

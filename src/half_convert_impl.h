@@ -378,36 +378,48 @@ SX_ALWAYS_INLINE SX_TARGET int16_t SX_NAME(sx_order_key)(uint16_t h)
     return (int16_t)(h ^ ((uint16_t)((int16_t)h >> 15) & 0x7fffu));
 }
 
-/* row_max of the widened row, found on order keys without widening: 32
- * lanes of int16 (one AVX-512 vector), NaN and the padding of the last group
- * counted as -inf.  Equal values give equal keys except -0 and +0: here +0
- * wins, in float32 whichever comes first, and either gives the same results
- * as the shift. */
-static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n)
+/* row_max of the widened row, and its smallest value in *low, found on
+ * order keys without widening: 32 lanes of int16 (one AVX-512 vector), NaN
+ * and the padding of the last group counted as -inf for the max, +inf for
+ * the min.  Equal values give equal keys except -0 and +0: here +0 wins,
+ * in float32 whichever comes first, and either gives the same results as
+ * the shift. */
+static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n, double *low)
 {
 #define SX_KEYS 32
     const uint16_t *x = (const uint16_t *)xv;
     const uint16_t inf_bits = SX_BF16 ? 0x7f80u : 0x7c00u;
     const int16_t minus_inf = SX_NAME(sx_order_key)((uint16_t)(inf_bits | 0x8000u));
-    int16_t lane[SX_KEYS];
-    for (ptrdiff_t j = 0; j < SX_KEYS; ++j) { lane[j] = minus_inf; }
-#define SX_KEEP_MAX(h, j)                                                                        \
-    do {                                                                                         \
-        const int16_t key = ((h) & 0x7fffu) > inf_bits ? minus_inf : SX_NAME(sx_order_key)(h); \
-        lane[j] = key > lane[j] ? key : lane[j];                                                 \
+    const int16_t plus_inf = SX_NAME(sx_order_key)(inf_bits);
+    int16_t highest[SX_KEYS], lowest[SX_KEYS];
+    for (ptrdiff_t j = 0; j < SX_KEYS; ++j) {
+        highest[j] = minus_inf;
+        lowest[j] = plus_inf;
+    }
+#define SX_KEEP_EXTREMES(h, j)                                                              \
+    do {                                                                                    \
+        const int16_t key = SX_NAME(sx_order_key)(h);                                       \
+        const int16_t high_key = ((h) & 0x7fffu) > inf_bits ? minus_inf : key;              \
+        const int16_t low_key = ((h) & 0x7fffu) > inf_bits ? plus_inf : key;                \
+        highest[j] = high_key > highest[j] ? high_key : highest[j];                         \
+        lowest[j] = low_key < lowest[j] ? low_key : lowest[j];                              \
     } while (0)
     ptrdiff_t i = 0;
     for (; i + SX_KEYS <= n; i += SX_KEYS) {
         SX_PRAGMA(omp simd)
-        for (ptrdiff_t j = 0; j < SX_KEYS; ++j) { SX_KEEP_MAX(x[i + j], j); }
+        for (ptrdiff_t j = 0; j < SX_KEYS; ++j) { SX_KEEP_EXTREMES(x[i + j], j); }
     }
     SX_PRAGMA(omp simd)
     for (ptrdiff_t j = 0; j < SX_KEYS; ++j) {
-        if (i + j < n) { SX_KEEP_MAX(x[i + j], j); }
+        if (i + j < n) { SX_KEEP_EXTREMES(x[i + j], j); }
     }
-#undef SX_KEEP_MAX
-    int16_t best = minus_inf;
-    for (ptrdiff_t j = 0; j < SX_KEYS; ++j) { best = lane[j] > best ? lane[j] : best; }
+#undef SX_KEEP_EXTREMES
+    int16_t best = minus_inf, least = plus_inf;
+    for (ptrdiff_t j = 0; j < SX_KEYS; ++j) {
+        best = highest[j] > best ? highest[j] : best;
+        least = lowest[j] < least ? lowest[j] : least;
+    }
+    *low = SX_NAME(sx_widen)((uint16_t)SX_NAME(sx_order_key)((uint16_t)least));
     return SX_NAME(sx_widen)((uint16_t)SX_NAME(sx_order_key)((uint16_t)best));
 #undef SX_KEYS
 }
@@ -420,19 +432,19 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n)
         }                                                                                \
     }
 
-/* row_exp_sum of the widened row; the float32 terms go to out unless it is
- * NULL.  Each block also fetches the same block of `ahead` unless it is NULL:
+/* row_exp_sum of the widened row (tame exps as row_exp_sum takes them); the
+ * float32 terms go to out unless it is NULL.  Each block also fetches the same block of `ahead` unless it is NULL:
  * the next row's first sweep then reads the cache instead of waiting on
  * memory, its loads overlapping this sweep's arithmetic. */
 static SX_TARGET double SX_NAME(row_exp_sum)(const void *xv, float *out, ptrdiff_t n, double shift,
-                                             const void *aheadv)
+                                             double low, const void *aheadv)
 {
     const uint16_t *x = (const uint16_t *)xv, *ahead = (const uint16_t *)aheadv;
     SX_BLOCK_BUFFER(wide);
-#define SX_EXP_BLOCK(block, len, sum)                                                \
-    SX_FETCH_BLOCK_AHEAD(block, len)                                                 \
-    sum += SX_F32(row_exp_sum)(wide, out != NULL ? out + (block) : NULL, len, shift, \
-                               -INFINITY, NULL);
+#define SX_EXP_BLOCK(block, len, sum)                                                     \
+    SX_FETCH_BLOCK_AHEAD(block, len)                                                      \
+    sum += SX_F32(row_exp_sum)(wide, out != NULL ? out + (block) : NULL, len, shift, low, \
+                               NULL);
     SX_BLOCKWISE_SUM(x, n, wide, SX_EXP_BLOCK)
 #undef SX_EXP_BLOCK
     return total;
@@ -440,14 +452,14 @@ static SX_TARGET double SX_NAME(row_exp_sum)(const void *xv, float *out, ptrdiff
 
 /* row_exp_excess of the widened row, fetching `ahead` as row_exp_sum. */
 static SX_TARGET double SX_NAME(row_exp_excess)(const void *xv, ptrdiff_t n, double shift,
-                                                double *ties, const void *aheadv)
+                                                double low, double *ties, const void *aheadv)
 {
     const uint16_t *x = (const uint16_t *)xv, *ahead = (const uint16_t *)aheadv;
     SX_BLOCK_BUFFER(wide);
     double block_ties, tie_count = 0.0;
 #define SX_EXCESS_BLOCK(block, len, sum)                                           \
     SX_FETCH_BLOCK_AHEAD(block, len)                                               \
-    sum += SX_F32(row_exp_excess)(wide, len, shift, -INFINITY, &block_ties, NULL); \
+    sum += SX_F32(row_exp_excess)(wide, len, shift, low, &block_ties, NULL);       \
     tie_count += block_ties;
     SX_BLOCKWISE_SUM(x, n, wide, SX_EXCESS_BLOCK)
 #undef SX_EXCESS_BLOCK

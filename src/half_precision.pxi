@@ -98,14 +98,18 @@ cdef void half_forward_row(const sx_half_table *h, int op, const uint16_t *x, ui
     (see STREAM_FOOTPRINT_BYTES).  softmax keeps its float32 exps in `exps`
     (`capacity` floats); a longer row has them computed again, piece by
     piece, for the normalisation."""
-    cdef double shift = forward_shift(op, h.row_max(x, K))
+    cdef double low
+    cdef double largest = h.row_max(x, K, &low)
+    cdef double shift = forward_shift(op, largest)
     cdef double total, ties
     cdef Py_ssize_t piece, start, n
+    low = sweep_low(shift, largest, low)
     if op == LOGSUMEXP:
-        total = h.row_exp_excess(x, K, shift, &ties, ahead)
+        total = h.row_exp_excess(x, K, shift, low, &ties, ahead)
         lse[0] = <float>log_sum_exp(shift, total, ties)
         return
-    total = h.row_exp_sum(x, exps if op == SOFTMAX and K <= capacity else NULL, K, shift, ahead)
+    total = h.row_exp_sum(x, exps if op == SOFTMAX and K <= capacity else NULL, K, shift, low,
+                          ahead)
     if op == LOG_SOFTMAX:
         (h.row_log_normalize_stream if stream else h.row_log_normalize)(x, out, K, shift,
                                                                         log(total))
@@ -114,7 +118,7 @@ cdef void half_forward_row(const sx_half_table *h, int op, const uint16_t *x, ui
         start = piece * capacity
         n = min(capacity, K - start)
         if K > capacity:
-            h.row_exp_sum(x + start, exps, n, shift, NULL)
+            h.row_exp_sum(x + start, exps, n, shift, low, NULL)
         (h.row_scale_store_stream if stream else h.row_scale_store)(exps, out + start, n,
                                                                     1.0 / total)
 

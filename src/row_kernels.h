@@ -102,9 +102,10 @@ typedef struct sx_half_table {
                  ptrdiff_t n);
     void (*store)(const float *src, ptrdiff_t lds, void *dst, ptrdiff_t ldd, ptrdiff_t rows,
                   ptrdiff_t n);
-    double (*row_max)(const void *x, ptrdiff_t n);
-    double (*row_exp_sum)(const void *x, float *out, ptrdiff_t n, double shift, const void *ahead);
-    double (*row_exp_excess)(const void *x, ptrdiff_t n, double shift, double *ties,
+    double (*row_max)(const void *x, ptrdiff_t n, double *low);
+    double (*row_exp_sum)(const void *x, float *out, ptrdiff_t n, double shift, double low,
+                          const void *ahead);
+    double (*row_exp_excess)(const void *x, ptrdiff_t n, double shift, double low, double *ties,
                              const void *ahead);
     void (*row_scale_store)(const float *e, void *out, ptrdiff_t n, double factor);
     void (*row_scale_store_stream)(const float *e, void *out, ptrdiff_t n, double factor);

@@ -250,9 +250,9 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n, double *lo
 #define SX_SHIFTED(a, b, c) ((a) - shift)
 
 /* sum_i exp(x_i - shift); also stores the terms in out unless it is NULL.
- * `low` is the row's smallest x_i (NaN ignored) when shift is its largest,
- * as row_max finds them, else -inf: rows that SX_TAME_ROW finds tame take
- * the tame exp, with the same bits.  `ahead` (n values, or NULL) is the row
+ * With shift >= every x_i, `low` <= every x_i but NaN (the row's largest
+ * and smallest, as row_max finds them; else low = -inf): rows that
+ * SX_TAME_ROW finds tame take the tame exp, with the same bits.  `ahead` (n values, or NULL) is the row
  * to be read next: fetched into cache during this sweep, so that its first
  * sweep reads the cache instead of waiting on memory, its loads overlapping
  * this sweep's arithmetic. */
