@@ -70,10 +70,10 @@ cdef extern from "row_kernels.h":
         void (*row_xent_grad)(const void *e, const void *u, const void *v, void *out,
                               Py_ssize_t n, double alpha, double beta,
                               double gamma) noexcept nogil
-        void (*col_max)(const void *x, Py_ssize_t ldx, Py_ssize_t K, Py_ssize_t w,
-                        void *m, void *copy, Py_ssize_t ldc) noexcept nogil
+        int (*col_max)(const void *x, Py_ssize_t ldx, Py_ssize_t K, Py_ssize_t w,
+                       void *m, void *copy, Py_ssize_t ldc) noexcept nogil
         void (*col_exp_sum)(const void *x, Py_ssize_t ldx, void *out, Py_ssize_t ldo,
-                            Py_ssize_t K, Py_ssize_t w, const void *shift,
+                            Py_ssize_t K, Py_ssize_t w, const void *shift, int tame,
                             double *sum) noexcept nogil
         void (*col_exp_excess)(const void *x, Py_ssize_t ldx, Py_ssize_t K, Py_ssize_t w,
                                const void *shift, double *sum, double *ties) noexcept nogil
@@ -655,6 +655,7 @@ cdef void strip_kernel(const sx_table *t, int op, const floating *x, Py_ssize_t 
     cdef const floating *src = x
     cdef const floating *grad = g
     cdef Py_ssize_t lds = ldx, ldgrad = ldg
+    cdef int tame
     if is_backward(op):
         # sum of g (times p for softmax), copying g (and p) to the stage
         if op == SOFTMAX_BACKWARD:
@@ -672,7 +673,8 @@ cdef void strip_kernel(const sx_table *t, int op, const floating *x, Py_ssize_t 
         else:
             t.col_log_softmax_bwd(src, lds, grad, ldgrad, out, ldo, K, w, param)
         return
-    t.col_max(x, ldx, K, w, shift, stage, w)
+    # softmax and log_softmax shift by the max: col_max's verdict holds
+    tame = t.col_max(x, ldx, K, w, shift, stage, w)
     if stage != NULL:
         src, lds = stage, w
     for j in range(w):
@@ -680,7 +682,7 @@ cdef void strip_kernel(const sx_table *t, int op, const floating *x, Py_ssize_t 
     if op == SOFTMAX:
         # exp goes to the stage (in place) when there is one, else straight to out
         t.col_exp_sum(src, lds, stage if stage != NULL else out, w if stage != NULL else ldo,
-                      K, w, shift, total)
+                      K, w, shift, tame, total)
         for j in range(w):
             param[j] = <floating>(1.0 / total[j])
         if stage != NULL:
@@ -689,7 +691,7 @@ cdef void strip_kernel(const sx_table *t, int op, const floating *x, Py_ssize_t 
             t.col_scale(out, ldo, out, ldo, K, w, param)
         return
     if op == LOG_SOFTMAX:
-        t.col_exp_sum(src, lds, NULL, 0, K, w, shift, total)
+        t.col_exp_sum(src, lds, NULL, 0, K, w, shift, tame, total)
         for j in range(w):
             param[j] = <floating>log(total[j])
         t.col_log_normalize(src, lds, out, ldo, K, w, shift, param)

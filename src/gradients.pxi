@@ -87,8 +87,9 @@ cdef void xent_short_rows(const sx_table *t, const floating *z, Py_ssize_t ldz, 
     cdef Py_ssize_t j, k, y
     cdef floating v_k, m
     cdef bint kept
+    cdef int tame
     copy_tile(t, z, 1, ldz, tile, w, 1, K, w)          # tile[k, j] = z[j, k]
-    t.col_max(tile, w, K, w, shift, NULL, 0)
+    tame = t.col_max(tile, w, K, w, shift, NULL, 0)
     for j in range(w):
         m = shift[j]
         kept = probs != NULL or target[j] != ignore_index
@@ -116,7 +117,7 @@ cdef void xent_short_rows(const sx_table *t, const floating *z, Py_ssize_t ldz, 
             for k in range(K):
                 dot += (weight[k] if weight != NULL else 1) * (tile[k * w + j] - m)
             shifted_dot[j] += share * dot
-    t.col_exp_sum(tile, w, tile, w, K, w, shift, total_exp)   # tile <- exp(z - m)
+    t.col_exp_sum(tile, w, tile, w, K, w, shift, tame, total_exp)   # tile <- exp(z - m)
     for j in range(w):
         kept = probs != NULL or target[j] != ignore_index
         loss[j] = total_c[j] * log(total_exp[j]) - shifted_dot[j] if kept else 0.0

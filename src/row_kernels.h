@@ -67,10 +67,11 @@ typedef struct sx_table {
                                        double grad_sum);
     void (*row_xent_grad)(const void *e, const void *u, const void *v, void *out, ptrdiff_t n,
                           double alpha, double beta, double gamma);
-    void (*col_max)(const void *x, ptrdiff_t ldx, ptrdiff_t K, ptrdiff_t w, void *m, void *copy,
-                    ptrdiff_t ldc);
+    /* col_max returns whether col_exp_sum may take tame exps (its `tame`) */
+    int (*col_max)(const void *x, ptrdiff_t ldx, ptrdiff_t K, ptrdiff_t w, void *m, void *copy,
+                   ptrdiff_t ldc);
     void (*col_exp_sum)(const void *x, ptrdiff_t ldx, void *out, ptrdiff_t ldo, ptrdiff_t K,
-                        ptrdiff_t w, const void *shift, double *sum);
+                        ptrdiff_t w, const void *shift, int tame, double *sum);
     void (*col_exp_excess)(const void *x, ptrdiff_t ldx, ptrdiff_t K, ptrdiff_t w,
                            const void *shift, double *sum, double *ties);
     void (*col_scale)(const void *src, ptrdiff_t lds, void *out, ptrdiff_t ldo, ptrdiff_t K,

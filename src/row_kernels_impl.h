@@ -46,11 +46,12 @@
 #include "exp_lanes_impl.h"
 #include "tile_transpose_impl.h"
 
-/* What SX_LANE_LOOP's lanes get as e: nothing (0), exp, or exp of tame
- * arguments (sx_exp_vector_tame: NaN or in [-SX_TAME_SPAN, 0]; the same
- * bits as exp, fewer instructions).  SX_TAME_ROW(shift, low) says whether
- * the arguments x_i - shift of a row are tame, given its smallest x_i (low)
- * and shift its largest; without a vector exp it is never worth a branch. */
+/* What SX_LANE_LOOP's lanes (and col_exp_vectors) get as e: nothing (0),
+ * exp, or exp of tame arguments (sx_exp_vector_tame: NaN or in
+ * [-SX_TAME_SPAN, 0]; the same bits as exp, fewer instructions).
+ * SX_TAME_ROW(shift, low) says whether the arguments x_i - shift of a row
+ * (or column) are tame, given its smallest x_i (low) and shift its largest;
+ * without a vector exp it is 0, never worth a branch. */
 #define SX_WITHOUT_EXP 0
 #define SX_WITH_EXP 1
 #define SX_WITH_TAME_EXP 2
@@ -559,11 +560,6 @@ static SX_TARGET void SX_NAME(row_xent_grad)(const void *ev, const void *uv, con
 #undef SX_NO_STORE
 #undef SX_EXP_GROUP
 #undef SX_EXP_LANE
-#undef SX_WITHOUT_EXP
-#undef SX_WITH_EXP
-#undef SX_WITH_TAME_EXP
-#undef SX_TAME_ROW
-#undef SX_EXP_OF_KIND
 #undef SX_NO_ARG
 #undef SX_NO_AHEAD
 #undef SX_FETCH_AHEAD
@@ -614,9 +610,9 @@ static SX_TARGET void SX_NAME(row_xent_grad)(const void *ev, const void *uv, con
 
 #if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
 /* The whole vectors of row k of col_exp_sum, by the instruction set's vector
- * exp: e_j = exp(x_j - shift_j) for j below the last multiple of
- * SX_EXP_WIDTH, stored to out unless it is NULL and added to partial_j;
- * returns that multiple.  The same operations per column as the loop's
+ * exp of KIND (SX_WITH_EXP or SX_WITH_TAME_EXP): e_j = exp(x_j - shift_j)
+ * for j below the last multiple of SX_EXP_WIDTH, stored to out unless it is
+ * NULL and added to partial_j; returns that multiple.  The same operations per column as the loop's
  * (sx_exp_vector is sx_exp bit for bit), so the same bits; gcc's
  * vectorisation of sx_exp in the loop clamps by compares and blends.  Zen 3,
  * new / old time over (1000, 4096) axis 0 at 1 thread: softmax and
@@ -624,12 +620,12 @@ static SX_TARGET void SX_NAME(row_xent_grad)(const void *ev, const void *uv, con
  * (col_log_softmax_bwd, likewise) float32 0.88-0.90, float64 0.92-0.93. */
 SX_ALWAYS_INLINE SX_TARGET ptrdiff_t SX_NAME(col_exp_vectors)(const SX_T *x, const SX_T *shift,
                                                               SX_T *out, SX_T *partial,
-                                                              ptrdiff_t w)
+                                                              ptrdiff_t w, int KIND)
 {
     ptrdiff_t j = 0;
     for (; j + SX_EXP_WIDTH <= w; j += SX_EXP_WIDTH) {
         const SX_VEC_T e =
-            SX_NAME(sx_exp_vector)(SX_VEC(sub)(SX_VEC(loadu)(x + j), SX_VEC(loadu)(shift + j)));
+            SX_EXP_OF_KIND(SX_VEC(sub)(SX_VEC(loadu)(x + j), SX_VEC(loadu)(shift + j)), KIND);
         if (out != NULL) { SX_VEC(storeu)(out + j, e); }
         SX_VEC(storeu)(partial + j, SX_VEC(add)(SX_VEC(loadu)(partial + j), e));
     }
@@ -639,13 +635,21 @@ SX_ALWAYS_INLINE SX_TARGET ptrdiff_t SX_NAME(col_exp_vectors)(const SX_T *x, con
 
 /* m[j] = max_k x[k, j] (NaN ignored); also copies the strip to `copy`
  * (leading dimension ldc) unless it is NULL, so that later sweeps can run on
- * a contiguous, cache-resident copy. */
-static SX_TARGET void SX_NAME(col_max)(const void *xv, ptrdiff_t ldx, ptrdiff_t K, ptrdiff_t w,
-                                       void *mv, void *copyv, ptrdiff_t ldc)
+ * a contiguous, cache-resident copy.  Returns whether every column is tame
+ * (SX_TAME_ROW of its max and its smallest value), col_exp_sum's `tame`. */
+static SX_TARGET int SX_NAME(col_max)(const void *xv, ptrdiff_t ldx, ptrdiff_t K, ptrdiff_t w,
+                                      void *mv, void *copyv, ptrdiff_t ldc)
 {
     const SX_T *x = (const SX_T *)xv;
     SX_T *m = (SX_T *)mv, *copy = (SX_T *)copyv;
-    for (ptrdiff_t j = 0; j < w; ++j) { m[j] = -(SX_T)INFINITY; }
+    SX_T low[SX_STRIP];
+    for (ptrdiff_t j = 0; j < w; ++j) {
+        m[j] = -(SX_T)INFINITY;
+        low[j] = (SX_T)INFINITY;
+    }
+#define SX_KEEP_EXTREMES(v)              \
+    m[j] = (v) > m[j] ? (v) : m[j];      \
+    low[j] = (v) < low[j] ? (v) : low[j];
     for (ptrdiff_t k = 0; k < K; ++k) {
         const SX_T *xk = x + k * ldx;
         if (k + SX_AHEAD < K) { SX_PREFETCH_ROW(xk + SX_AHEAD * ldx, w); }
@@ -654,28 +658,49 @@ static SX_TARGET void SX_NAME(col_max)(const void *xv, ptrdiff_t ldx, ptrdiff_t 
 #pragma omp simd
             for (ptrdiff_t j = 0; j < w; ++j) {
                 ck[j] = xk[j];
-                m[j] = xk[j] > m[j] ? xk[j] : m[j];
+                SX_KEEP_EXTREMES(xk[j])
             }
         } else {
 #pragma omp simd
-            for (ptrdiff_t j = 0; j < w; ++j) { m[j] = xk[j] > m[j] ? xk[j] : m[j]; }
+            for (ptrdiff_t j = 0; j < w; ++j) { SX_KEEP_EXTREMES(xk[j]) }
         }
     }
+#undef SX_KEEP_EXTREMES
+    int tame = 1;
+    for (ptrdiff_t j = 0; j < w; ++j) { tame &= SX_TAME_ROW((double)m[j], (double)low[j]); }
+    return tame;
 }
 
+/* sum[j] = sum_k exp(x[k, j] - shift[j]), the terms stored to out unless it
+ * is NULL; with `tame` (col_max's verdict, shift being its m; else 0) the
+ * vector exps are the tame ones, with the same bits. */
 static SX_TARGET void SX_NAME(col_exp_sum)(const void *xv, ptrdiff_t ldx, void *outv, ptrdiff_t ldo,
-                                           ptrdiff_t K, ptrdiff_t w, const void *shiftv, double *sum)
+                                           ptrdiff_t K, ptrdiff_t w, const void *shiftv, int tame,
+                                           double *sum)
 {
     const SX_T *x = (const SX_T *)xv, *shift = (const SX_T *)shiftv;
     SX_T *out = (SX_T *)outv;
 #define SX_EXP_TERM(k, j) SX_NAME(sx_exp)(x[(k) * ldx + (j)] - shift[j])
 #define SX_STORE_TERM(k, j, v) (out[(k) * ldo + (j)] = (v))
 #if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
-#define SX_EXP_VECTORS(k, partial) \
-    SX_NAME(col_exp_vectors)(x + (k) * ldx, shift, out != NULL ? out + (k) * ldo : NULL, partial, w)
+#define SX_EXP_VECTORS(k, partial)                                                        \
+    SX_NAME(col_exp_vectors)(x + (k) * ldx, shift, out != NULL ? out + (k) * ldo : NULL, \
+                             partial, w, SX_WITH_EXP)
+#define SX_TAME_EXP_VECTORS(k, partial)                                                   \
+    SX_NAME(col_exp_vectors)(x + (k) * ldx, shift, out != NULL ? out + (k) * ldo : NULL, \
+                             partial, w, SX_WITH_TAME_EXP)
 #else
 #define SX_EXP_VECTORS SX_NO_VECTORS
+#define SX_TAME_EXP_VECTORS SX_NO_VECTORS
 #endif
+    if (tame) { /* never without a vector exp: col_max's SX_TAME_ROW is 0 there */
+        if (out == NULL) {
+            SX_COLUMN_SUM(K, w, SX_EXP_TERM, SX_COL_NO_STORE, SX_NO_PREFETCH, SX_TAME_EXP_VECTORS);
+        } else {
+            SX_COLUMN_SUM(K, w, SX_EXP_TERM, SX_STORE_TERM, SX_NO_PREFETCH, SX_TAME_EXP_VECTORS);
+        }
+        return;
+    }
     if (out == NULL) {
         SX_COLUMN_SUM(K, w, SX_EXP_TERM, SX_COL_NO_STORE, SX_NO_PREFETCH, SX_EXP_VECTORS);
     } else {
@@ -684,6 +709,7 @@ static SX_TARGET void SX_NAME(col_exp_sum)(const void *xv, ptrdiff_t ldx, void *
 #undef SX_EXP_TERM
 #undef SX_STORE_TERM
 #undef SX_EXP_VECTORS
+#undef SX_TAME_EXP_VECTORS
 }
 
 /* row_exp_excess for each column of a strip: sum[j] of the excess terms,
@@ -839,3 +865,8 @@ static const sx_table SX_NAME(sx_table) = {
 #undef SX_VEC
 #undef SX_VEC_T
 #undef SX_TAME_SPAN
+#undef SX_WITHOUT_EXP
+#undef SX_WITH_EXP
+#undef SX_WITH_TAME_EXP
+#undef SX_TAME_ROW
+#undef SX_EXP_OF_KIND

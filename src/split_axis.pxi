@@ -92,7 +92,7 @@ cdef void strip_split_finish(const sx_table *t, int op, const floating *x, Py_ss
         else:
             param[j] = <floating>params[j * SPLIT_PARAMS + 1]
     if op == SOFTMAX:
-        t.col_exp_sum(x, ldx, out, ldo, K, w, shift, unused_sum)
+        t.col_exp_sum(x, ldx, out, ldo, K, w, shift, False, unused_sum)
         t.col_scale(out, ldo, out, ldo, K, w, param)
     elif op == LOG_SOFTMAX:
         t.col_log_normalize(x, ldx, out, ldo, K, w, shift, param)

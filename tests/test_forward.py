@@ -345,13 +345,16 @@ def test_rows_swept_in_groups_get_the_bits_of_rows_done_alone(rng, K, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("K", [100, 128, 1000, 40000])
-def test_tame_rows_get_the_bits_of_the_full_exp(isa, rng, dtype, K):
-    """A row whose values span at most 86 (float32) / 707 (float64) takes an
-    exp without clamps that builds 2^n in one step (row_kernels_impl.h's tame
-    exps).  A -inf appended to a row adds an exact 0 to its sums but sends
-    it through the full exp: both must give the same bits.  Rows at the
-    bound, beyond it, with a NaN, with huge values, and wide ones."""
+@pytest.mark.parametrize("K,axis", [(10, -1), (100, -1), (128, -1), (1000, -1), (40000, -1),
+                                    (10, 0), (300, 0)])
+def test_tame_rows_get_the_bits_of_the_full_exp(isa, rng, dtype, K, axis):
+    """A row (or column strip) whose values span at most 86 (float32) / 707
+    (float64) takes an exp without clamps that builds 2^n in one step
+    (row_kernels_impl.h's tame exps).  A -inf appended to every row adds an
+    exact 0 to its sums but sends it through the full exp: both must give
+    the same bits, for rows at the bound, beyond it, with a NaN, with huge
+    values, and wide ones; short rows go through transposed tiles, axis 0
+    through column strips."""
     span = 86.0 if dtype == np.float32 else 707.0
     x = (rng.standard_normal((6, K)) * 3).astype(dtype)
     x[1, 0], x[1, 5] = 10.0, 10.0 - span  # exactly at the bound: tame
@@ -359,19 +362,39 @@ def test_tame_rows_get_the_bits_of_the_full_exp(isa, rng, dtype, K):
     x[3, 9] = np.nan
     x[4] += dtype(1e4)
     x[5] *= dtype(span / 8)  # spans about 8 span: full
-    padded = np.concatenate([x, np.full((6, 1), -np.inf, dtype)], axis=1)
-    for func in (sx.softmax, sx.log_softmax):
-        for threads in (1, 2):
-            np.testing.assert_array_equal(bits(func(x, num_threads=threads)),
-                                          bits(func(padded, num_threads=threads)[:, :-1]),
-                                          err_msg=f"{func.__name__} {threads}")
-    np.testing.assert_array_equal(bits(sx.logsumexp(x)), bits(sx.logsumexp(padded)))
-    assert np.isnan(sx.softmax(x)[3]).all()
+    # a strip of columns is tame only when all its columns are: these are
+    tame = (rng.standard_normal((40, K)) * 3).astype(dtype)
+    tame[:, 0] = 10.0
+    tame[:, 1] = 10.0 - span
+    for rows in (x, tame):
+        padded = np.concatenate([rows, np.full((len(rows), 1), -np.inf, dtype)], axis=1)
+        if axis == 0:
+            rows, padded = rows.T.copy(), padded.T.copy()
+        drop = (slice(None, -1), slice(None)) if axis == 0 else (slice(None), slice(None, -1))
+        for func in (sx.softmax, sx.log_softmax):
+            for threads in (1, 2):
+                np.testing.assert_array_equal(
+                    bits(func(rows, axis=axis, num_threads=threads)),
+                    bits(func(padded, axis=axis, num_threads=threads)[drop]),
+                    err_msg=f"{func.__name__} {threads}")
+        np.testing.assert_array_equal(bits(sx.logsumexp(rows, axis=axis)),
+                                      bits(sx.logsumexp(padded, axis=axis)))
+        if axis == -1:
+            target = np.arange(len(rows)) % K
+            loss, grad = sx.cross_entropy(rows, target, reduction="none", return_grad=True)
+            padded_loss, padded_grad = sx.cross_entropy(padded, target, reduction="none",
+                                                        return_grad=True)
+            np.testing.assert_array_equal(bits(loss), bits(padded_loss))
+            np.testing.assert_array_equal(bits(grad), bits(padded_grad[:, :-1]))
+    operand = x.T.copy() if axis == 0 else x
+    p = sx.softmax(operand, axis=axis)
+    p = p.T if axis == 0 else p
+    assert np.isnan(p[3]).all()
     kept = [0, 1, 2, 4, 5]
-    expected = ref.softmax(x[kept].astype(np.float64), axis=-1)
-    assert_close(sx.softmax(x)[kept], expected, dtype)
-    assert_close(sx.logsumexp(x)[kept], ref.logsumexp(x[kept].astype(np.float64), -1), dtype,
-                 scale=np.abs(x[kept]).max())
+    wide = x[kept].astype(np.float64)
+    assert_close(p[kept], ref.softmax(wide, axis=-1), dtype)
+    assert_close(sx.logsumexp(operand, axis=axis)[kept], ref.logsumexp(wide, -1), dtype,
+                 scale=np.abs(wide).max())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
