@@ -111,7 +111,7 @@
  * top: one accumulator per lane within a block, lanes added as a tree,
  * blocks and chunks in double.  The lane arithmetic is the same on every
  * instruction set. */
-#define SX_LANE_LOOP(n, A, B, C, ARG, KIND, EXPR, STORE, SUM, AHEAD)            \
+#define SX_LANE_LOOP(n, A, B, C, ARG, KIND, EXPR, STORE, SUM, AHEAD)                \
     double total = 0.0;                                                             \
     for (ptrdiff_t chunk = 0; chunk < (n); chunk += SX_CHUNK) {                     \
         const ptrdiff_t chunk_end = SX_MIN((n), chunk + SX_CHUNK);                  \
