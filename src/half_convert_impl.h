@@ -433,9 +433,10 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n, double *lo
     }
 
 /* row_exp_sum of the widened row (tame exps as row_exp_sum takes them); the
- * float32 terms go to out unless it is NULL.  Each block also fetches the same block of `ahead` unless it is NULL:
- * the next row's first sweep then reads the cache instead of waiting on
- * memory, its loads overlapping this sweep's arithmetic. */
+ * float32 terms go to out unless it is NULL.  Each block also fetches the
+ * same block of `ahead` unless it is NULL: the next row's first sweep then
+ * reads the cache instead of waiting on memory, its loads overlapping this
+ * sweep's arithmetic. */
 static SX_TARGET double SX_NAME(row_exp_sum)(const void *xv, float *out, ptrdiff_t n, double shift,
                                              double low, const void *aheadv)
 {

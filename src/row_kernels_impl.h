@@ -253,10 +253,10 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n, double *lo
 /* sum_i exp(x_i - shift); also stores the terms in out unless it is NULL.
  * With shift >= every x_i, `low` <= every x_i but NaN (the row's largest
  * and smallest, as row_max finds them; else low = -inf): rows that
- * SX_TAME_ROW finds tame take the tame exp, with the same bits.  `ahead` (n values, or NULL) is the row
- * to be read next: fetched into cache during this sweep, so that its first
- * sweep reads the cache instead of waiting on memory, its loads overlapping
- * this sweep's arithmetic. */
+ * SX_TAME_ROW finds tame take the tame exp, with the same bits.  `ahead`
+ * (n values, or NULL) is the row to be read next: fetched into cache during
+ * this sweep, so that its first sweep reads the cache instead of waiting on
+ * memory, its loads overlapping this sweep's arithmetic. */
 static SX_TARGET double SX_NAME(row_exp_sum)(const void *xv, void *outv, ptrdiff_t n,
                                              double shift_d, double low, const void *aheadv)
 {
