@@ -2,21 +2,22 @@
  *
  * Included by row_kernels_impl.h, once per (instruction set, dtype), with its
  * macros defined (SX_T, SX_F64, SX_NAME, SX_TARGET, SX_VECTOR_EXP).  Defines
- * sx_exp (one value), sx_exp_vector and sx_exp_vector_tame (the same bits
- * for arguments in [-SX_TAME_SPAN, 0], cheaper) where the instruction set
- * has a vector exp (AVX-512, AVX2), sx_lane_sum and sx_lane_max, and leaves
- * defined for the row primitives SX_LANES (values per group), SX_EXP_WIDTH
- * (values per call of the vector exp), SX_TAME_SPAN and, where there is a
- * vector exp, SX_VEC / SX_VEC_T (its intrinsics for SX_T);
- * row_kernels_impl.h undefines them.
+ * sx_exp (one value), sx_exp_vectors and sx_exp_vectors_tame (the same bits
+ * for arguments in [-SX_TAME_SPAN, 0], cheaper), over a few vectors at
+ * once, and their one-vector forms sx_exp_vector and sx_exp_vector_tame,
+ * where the instruction set has a vector exp (AVX-512, AVX2), sx_lane_sum
+ * and sx_lane_max, and leaves defined for the row primitives SX_LANES
+ * (values per group), SX_EXP_WIDTH (values per vector of the vector exp),
+ * SX_TAME_SPAN and, where there is a vector exp, SX_VEC / SX_VEC_T (its
+ * intrinsics for SX_T); row_kernels_impl.h undefines them.
  *
  * exp is an inline polynomial: x = n ln2 + r with a Cody-Waite split of ln2,
  * |r| <= ln2/2, e^r by a polynomial (float: minimax of degree 6; double:
  * Taylor to degree 13), times 2^n: built from exponent bits in two halves,
  * so that results in the subnormal range come out right, or on AVX-512 by
  * VSCALEF, the same bits in one instruction, half the instructions of the
- * integer construction (a whole group, one vector, at a time; AVX2 builds
- * the two halves in vector lanes, half a group at a time: sx_exp_vector).
+ * integer construction (a whole group per vector; AVX2 builds the two
+ * halves in vector lanes, half a group per vector: sx_exp_vectors).
  * No libm call, so the loops vectorise without -ffast-math; inputs are
  * clamped so that -inf -> 0, large -> +inf, and NaN passes through.  float,
  * measured over every float in [-104, 88.72]: at most 1.34 ulp (SSE2) and
@@ -53,43 +54,47 @@
  * multiply-add and one subtraction) and the reduced argument r = x - n ln2
  * in two steps.  Written once for scalars and vectors: MAX(c, x) and
  * MIN(c, x) return x when it is NaN, FMA(a, b, c) is a b + c, FNMA(a, b, c)
- * is c - a b, SET(c) a constant. */
-#define SX_EXP_CLAMP(x, MAX, MIN, SET) \
-    x = MAX(SET(SX_EXP_LOW), x);       \
-    x = MIN(SET(SX_EXP_HIGH), x);
-#define SX_EXP_REDUCE(x, n, r, FMA, FNMA, SUB, SET)                  \
-    n = SUB(FMA(x, SET(SX_LOG2E), SET(SX_SHIFTER)), SET(SX_SHIFTER)); \
-    r = FNMA(n, SET(SX_LN2_HI), x);                                   \
-    r = FNMA(n, SET(SX_LN2_LO), r);
+ * is c - a b, SET(c) a constant; EACH(statement) runs each step, once
+ * (SX_ONCE) or for every vector of an array before the next step
+ * (SX_EACH_VECTOR in sx_exp_vectors), so that the vectors' dependency chains
+ * are interleaved in program order. */
+#define SX_EXP_CLAMP(x, MAX, MIN, SET, EACH) \
+    EACH(x = MAX(SET(SX_EXP_LOW), x))        \
+    EACH(x = MIN(SET(SX_EXP_HIGH), x))
+#define SX_EXP_REDUCE(x, n, r, FMA, FNMA, SUB, SET, EACH)                  \
+    EACH(n = SUB(FMA(x, SET(SX_LOG2E), SET(SX_SHIFTER)), SET(SX_SHIFTER))) \
+    EACH(r = FNMA(n, SET(SX_LN2_HI), x))                                   \
+    EACH(r = FNMA(n, SET(SX_LN2_LO), r))
+#define SX_ONCE(statement) statement;
 
 /* e^r on |r| <= ln2/2 by Horner's rule: double by its Taylor series to degree 13. */
 #if SX_F64
-#define SX_EXP_POLY(p, r, FMA, SET)                                                            \
-    p = FMA(SET(1.0 / 6227020800.0), r, SET(1.0 / 479001600.0));                              \
-    p = FMA(p, r, SET(1.0 / 39916800.0));                                                     \
-    p = FMA(p, r, SET(1.0 / 3628800.0));                                                      \
-    p = FMA(p, r, SET(1.0 / 362880.0));                                                       \
-    p = FMA(p, r, SET(1.0 / 40320.0));                                                        \
-    p = FMA(p, r, SET(1.0 / 5040.0));                                                         \
-    p = FMA(p, r, SET(1.0 / 720.0));                                                          \
-    p = FMA(p, r, SET(1.0 / 120.0));                                                          \
-    p = FMA(p, r, SET(1.0 / 24.0));                                                           \
-    p = FMA(p, r, SET(1.0 / 6.0));                                                            \
-    p = FMA(p, r, SET(0.5));                                                                  \
-    p = FMA(p, r, SET(1.0));                                                                  \
-    p = FMA(p, r, SET(1.0));
+#define SX_EXP_POLY(p, r, FMA, SET, EACH)                             \
+    EACH(p = FMA(SET(1.0 / 6227020800.0), r, SET(1.0 / 479001600.0))) \
+    EACH(p = FMA(p, r, SET(1.0 / 39916800.0)))                        \
+    EACH(p = FMA(p, r, SET(1.0 / 3628800.0)))                         \
+    EACH(p = FMA(p, r, SET(1.0 / 362880.0)))                          \
+    EACH(p = FMA(p, r, SET(1.0 / 40320.0)))                           \
+    EACH(p = FMA(p, r, SET(1.0 / 5040.0)))                            \
+    EACH(p = FMA(p, r, SET(1.0 / 720.0)))                             \
+    EACH(p = FMA(p, r, SET(1.0 / 120.0)))                             \
+    EACH(p = FMA(p, r, SET(1.0 / 24.0)))                              \
+    EACH(p = FMA(p, r, SET(1.0 / 6.0)))                               \
+    EACH(p = FMA(p, r, SET(0.5)))                                     \
+    EACH(p = FMA(p, r, SET(1.0)))                                     \
+    EACH(p = FMA(p, r, SET(1.0)))
 #else
 /* float: the minimax polynomial of degree 6 for the relative error on
    [-ln2/2, ln2/2] with p(0) = 1 (Lawson's algorithm; 2.0e-9 before rounding
    the coefficients to float), one multiply-add fewer than Taylor's degree 7
    at the same accuracy. */
-#define SX_EXP_POLY(p, r, FMA, SET)                                                            \
-    p = FMA(SET(0.0013843653723597527f), r, SET(0.00837415549904108f));                       \
-    p = FMA(p, r, SET(0.04166800156235695f));                                                 \
-    p = FMA(p, r, SET(0.16666431725025177f));                                                 \
-    p = FMA(p, r, SET(0.4999999403953552f));                                                  \
-    p = FMA(p, r, SET(1.0f));                                                                 \
-    p = FMA(p, r, SET(1.0f));
+#define SX_EXP_POLY(p, r, FMA, SET, EACH)                                    \
+    EACH(p = FMA(SET(0.0013843653723597527f), r, SET(0.00837415549904108f))) \
+    EACH(p = FMA(p, r, SET(0.04166800156235695f)))                           \
+    EACH(p = FMA(p, r, SET(0.16666431725025177f)))                           \
+    EACH(p = FMA(p, r, SET(0.4999999403953552f)))                            \
+    EACH(p = FMA(p, r, SET(1.0f)))                                           \
+    EACH(p = FMA(p, r, SET(1.0f)))
 #endif
 
 /* Comparisons are false for NaN, so NaN survives the clamp. */
@@ -103,9 +108,9 @@
 SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_exp)(SX_T x)
 {
     SX_T n, r, p;
-    SX_EXP_CLAMP(x, SX_SCALAR_MAX, SX_SCALAR_MIN, SX_SCALAR_SET)
-    SX_EXP_REDUCE(x, n, r, SX_SCALAR_FMA, SX_SCALAR_FNMA, SX_SCALAR_SUB, SX_SCALAR_SET)
-    SX_EXP_POLY(p, r, SX_SCALAR_FMA, SX_SCALAR_SET)
+    SX_EXP_CLAMP(x, SX_SCALAR_MAX, SX_SCALAR_MIN, SX_SCALAR_SET, SX_ONCE)
+    SX_EXP_REDUCE(x, n, r, SX_SCALAR_FMA, SX_SCALAR_FNMA, SX_SCALAR_SUB, SX_SCALAR_SET, SX_ONCE)
+    SX_EXP_POLY(p, r, SX_SCALAR_FMA, SX_SCALAR_SET, SX_ONCE)
 #if SX_F64
     /* 2^n as 2^half * 2^(n - half); both halves are normal numbers.  The
        integers are read off the bits of (value + SX_SHIFTER), which avoids
@@ -160,75 +165,107 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_exp)(SX_T x)
 #endif
 
 #if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
-/* sx_exp of each lane of one vector, bit for bit: the same clamp (MAX and
- * MIN return their second operand, x, when either is NaN), reduction and
- * polynomial; then 2^n by VSCALEF (AVX-512), or on AVX2 as the product of
- * 2^half and 2^(n - half), each built from integer lanes as sx_exp builds
- * it.  gcc's vectorisation of sx_exp itself clamped with compares and blends
- * (on AVX2 about 40 instructions per 8 floats against 25 here).  Measured on
- * Zen 3 (new / old time, one process): softmax float32 (16384, 128) and
- * (4096, 1000) 0.88-0.98, float64 0.90-0.98; the harness checks the bits. */
-SX_ALWAYS_INLINE SX_TARGET SX_VEC_T SX_NAME(sx_exp_vector)(SX_VEC_T x)
+/* SX_EACH_VECTOR(statements): the statements for each of the `count`
+ * vectors of sx_exp_vectors (at most SX_EXP_VECTORS_MAX), v the vector's
+ * index. */
+#define SX_EXP_VECTORS_MAX 4
+#define SX_EACH_VECTOR(...) \
+    SX_UNROLL(4)            \
+    for (ptrdiff_t v = 0; v < count; ++v) { __VA_ARGS__; }
+
+/* sx_exp of each lane of `count` vectors x[0..count), in place, bit for
+ * bit: the same clamp (MAX and MIN return their second operand, x, when
+ * either is NaN), reduction and polynomial; then 2^n by VSCALEF (AVX-512),
+ * or on AVX2 as the product of 2^half and 2^(n - half), each built from
+ * integer lanes as sx_exp builds it.  Each step runs over all the vectors
+ * before the next, so that their dependency chains (about 45 cycles per
+ * vector on Zen 3) are interleaved in program order, as the core has to
+ * overlap them.  gcc's vectorisation of sx_exp itself clamped with compares
+ * and blends (on AVX2 about 40 instructions per 8 floats against 25 here).
+ * Measured on Zen 3 (new / old time, one process): softmax float32
+ * (16384, 128) and (4096, 1000) 0.88-0.98, float64 0.90-0.98 against gcc's
+ * vectorisation; the harness checks the bits. */
+SX_ALWAYS_INLINE SX_TARGET void SX_NAME(sx_exp_vectors)(SX_VEC_T *x, ptrdiff_t count)
 {
-    SX_VEC_T n, r, p;
-    SX_EXP_CLAMP(x, SX_VEC(max), SX_VEC(min), SX_VEC(set1))
-    SX_EXP_REDUCE(x, n, r, SX_VEC(fmadd), SX_VEC(fnmadd), SX_VEC(sub), SX_VEC(set1))
-    SX_EXP_POLY(p, r, SX_VEC(fmadd), SX_VEC(set1))
+    SX_VEC_T n[SX_EXP_VECTORS_MAX], r[SX_EXP_VECTORS_MAX], p[SX_EXP_VECTORS_MAX];
+    SX_EXP_CLAMP(x[v], SX_VEC(max), SX_VEC(min), SX_VEC(set1), SX_EACH_VECTOR)
+    SX_EXP_REDUCE(x[v], n[v], r[v], SX_VEC(fmadd), SX_VEC(fnmadd), SX_VEC(sub), SX_VEC(set1),
+                  SX_EACH_VECTOR)
+    SX_EXP_POLY(p[v], r[v], SX_VEC(fmadd), SX_VEC(set1), SX_EACH_VECTOR)
 #if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
-    return SX_VEC(scalef)(p, n);
-#else
-#if SX_F64
+    SX_EACH_VECTOR(x[v] = SX_VEC(scalef)(p[v], n[v]))
+#elif SX_F64
     /* the halves' integers read off the bits of (value + SX_SHIFTER) */
     const __m256d shifter = _mm256_set1_pd(SX_SHIFTER);
-    const __m256d half = _mm256_sub_pd(_mm256_fmadd_pd(n, _mm256_set1_pd(0.5), shifter), shifter);
-    const __m256i half_biased = _mm256_castpd_si256(_mm256_add_pd(half, shifter));
-    const __m256i rest_biased =
-        _mm256_castpd_si256(_mm256_add_pd(_mm256_sub_pd(n, half), shifter));
     const __m256i bias = _mm256_set1_epi64x((long long)(1023u - 0x4338000000000000ull));
-    const __m256d scale1 =
-        _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(half_biased, bias), 52));
-    const __m256d scale2 =
-        _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(rest_biased, bias), 52));
+    SX_EACH_VECTOR(
+        const __m256d half = _mm256_sub_pd(_mm256_fmadd_pd(n[v], _mm256_set1_pd(0.5), shifter),
+                                           shifter);
+        const __m256i half_biased = _mm256_castpd_si256(_mm256_add_pd(half, shifter));
+        const __m256i rest_biased =
+            _mm256_castpd_si256(_mm256_add_pd(_mm256_sub_pd(n[v], half), shifter));
+        const __m256d scale1 =
+            _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(half_biased, bias), 52));
+        const __m256d scale2 =
+            _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(rest_biased, bias), 52));
+        x[v] = _mm256_mul_pd(_mm256_mul_pd(p[v], scale1), scale2))
 #else
-    const __m256i n_int = _mm256_cvtps_epi32(n); /* exact: n is a whole number */
-    const __m256i half = _mm256_srai_epi32(n_int, 1);
     const __m256i bias = _mm256_set1_epi32(127);
-    const __m256i rest = _mm256_sub_epi32(n_int, half);
-    const __m256 scale1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, bias), 23));
-    const __m256 scale2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(rest, bias), 23));
-#endif
-    return SX_VEC(mul)(SX_VEC(mul)(p, scale1), scale2);
+    SX_EACH_VECTOR(
+        const __m256i n_int = _mm256_cvtps_epi32(n[v]); /* exact: n is a whole number */
+        const __m256i half = _mm256_srai_epi32(n_int, 1);
+        const __m256i rest = _mm256_sub_epi32(n_int, half);
+        const __m256 scale1 =
+            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, bias), 23));
+        const __m256 scale2 =
+            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(rest, bias), 23));
+        x[v] = _mm256_mul_ps(_mm256_mul_ps(p[v], scale1), scale2))
 #endif
 }
-#endif
 
-#if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
-/* sx_exp_vector, bit for bit, of lanes that are NaN or in [-SX_TAME_SPAN, 0]
- * ("tame": the exp of x - max over a row whose values span at most
- * SX_TAME_SPAN), where no clamp can act and p 2^n is a normal number: so
- * the clamps go and, on AVX2, 2^n is added to p's exponent field in one
- * integer step instead of two halves and two products (12 instructions per
- * 8 floats instead of 21; double: 21 instead of 30).  n is converted to an
- * integer by CVT, which turns NaN into INT_MIN, whose shifted bits are 0: a
- * NaN lane keeps p, the NaN sx_exp_vector returns.  Zen 3, one process,
- * same bits, with row_max also finding the rows' minima: softmax float32
- * (16384, 128) 0.82-0.95 of the time, (4096, 1000) 0.67-0.91, (512, 32000)
- * 0.75-0.78, float64 (16384, 128) 0.83-0.89; in cache, the float32 exp sweep
- * 1.37 cycles per element instead of 1.88. */
+/* sx_exp_vectors, bit for bit, of lanes that are NaN or in
+ * [-SX_TAME_SPAN, 0] ("tame": the exp of x - max over a row whose values
+ * span at most SX_TAME_SPAN), where no clamp can act and p 2^n is a normal
+ * number: so the clamps go and, on AVX2, 2^n is added to p's exponent
+ * field in one integer step instead of two halves and two products (12
+ * instructions per 8 floats instead of 21; double: 21 instead of 30).  n is
+ * converted to an integer by CVT, which turns NaN into INT_MIN, whose
+ * shifted bits are 0: a NaN lane keeps p, the NaN sx_exp_vectors returns.
+ * Zen 3, one process, same bits, with row_max also finding the rows'
+ * minima: softmax float32 (16384, 128) 0.82-0.95 of the time, (4096, 1000)
+ * 0.67-0.91, (512, 32000) 0.75-0.78, float64 (16384, 128) 0.83-0.89; in
+ * cache, the float32 exp sweep 1.37 cycles per element instead of 1.88. */
+SX_ALWAYS_INLINE SX_TARGET void SX_NAME(sx_exp_vectors_tame)(SX_VEC_T *x, ptrdiff_t count)
+{
+    SX_VEC_T n[SX_EXP_VECTORS_MAX], r[SX_EXP_VECTORS_MAX], p[SX_EXP_VECTORS_MAX];
+    SX_EXP_REDUCE(x[v], n[v], r[v], SX_VEC(fmadd), SX_VEC(fnmadd), SX_VEC(sub), SX_VEC(set1),
+                  SX_EACH_VECTOR)
+    SX_EXP_POLY(p[v], r[v], SX_VEC(fmadd), SX_VEC(set1), SX_EACH_VECTOR)
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
+    SX_EACH_VECTOR(x[v] = SX_VEC(scalef)(p[v], n[v]))
+#elif SX_F64
+    SX_EACH_VECTOR(
+        const __m256i n_bits =
+            _mm256_slli_epi64(_mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n[v])), 52);
+        x[v] = _mm256_castsi256_pd(_mm256_add_epi64(_mm256_castpd_si256(p[v]), n_bits)))
+#else
+    SX_EACH_VECTOR(
+        const __m256i n_bits = _mm256_slli_epi32(_mm256_cvtps_epi32(n[v]), 23);
+        x[v] = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p[v]), n_bits)))
+#endif
+}
+#undef SX_EACH_VECTOR
+
+/* One vector's sx_exp_vectors and sx_exp_vectors_tame. */
+SX_ALWAYS_INLINE SX_TARGET SX_VEC_T SX_NAME(sx_exp_vector)(SX_VEC_T x)
+{
+    SX_NAME(sx_exp_vectors)(&x, 1);
+    return x;
+}
 SX_ALWAYS_INLINE SX_TARGET SX_VEC_T SX_NAME(sx_exp_vector_tame)(SX_VEC_T x)
 {
-    SX_VEC_T n, r, p;
-    SX_EXP_REDUCE(x, n, r, SX_VEC(fmadd), SX_VEC(fnmadd), SX_VEC(sub), SX_VEC(set1))
-    SX_EXP_POLY(p, r, SX_VEC(fmadd), SX_VEC(set1))
-#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
-    return SX_VEC(scalef)(p, n);
-#elif SX_F64
-    const __m256i n_bits = _mm256_slli_epi64(_mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n)), 52);
-    return _mm256_castsi256_pd(_mm256_add_epi64(_mm256_castpd_si256(p), n_bits));
-#else
-    const __m256i n_bits = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
-    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), n_bits));
-#endif
+    SX_NAME(sx_exp_vectors_tame)(&x, 1);
+    return x;
 }
 #endif
 
@@ -327,6 +364,8 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_max)(SX_T *acc)
 #undef SX_EXP_CLAMP
 #undef SX_EXP_REDUCE
 #undef SX_EXP_POLY
+#undef SX_ONCE
+#undef SX_EXP_VECTORS_MAX
 #undef SX_SCALAR_MAX
 #undef SX_SCALAR_MIN
 #undef SX_SCALAR_FMA
