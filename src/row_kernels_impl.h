@@ -671,9 +671,9 @@ static SX_TARGET void SX_NAME(row_xent_grad)(const void *ev, const void *uv, con
  * for j below the last multiple of SX_EXP_WIDTH, stored to out unless it is
  * NULL and added to partial_j; returns that multiple.  The same operations
  * per column as the loop's (sx_exp_vectors is sx_exp bit for bit), so the
- * same bits; gcc's
- * vectorisation of sx_exp in the loop clamps by compares and blends.  Zen 3,
- * new / old time over (1000, 4096) axis 0 at 1 thread: softmax and
+ * same bits; gcc's vectorisation of sx_exp in the loop clamps by compares
+ * and blends.  Zen 3, new / old time over (1000, 4096) axis 0 at 1 thread,
+ * one vector at a time against that loop: softmax and
  * log_softmax float32 0.89-0.92, float64 0.94-0.99; log_softmax_backward
  * (col_log_softmax_bwd, likewise) float32 0.88-0.90, float64 0.92-0.93.
  * The vectors go SX_COL_EXPS_PER_STEP at a time through sx_exp_vectors, as
