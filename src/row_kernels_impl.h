@@ -188,8 +188,10 @@
  * vectors of exps a step; in cache, best of 7 runs of bench/primitives.c,
  * new / old time) the exp sweeps of rows of 1024 took 0.69-0.78, float32
  * tame 0.43 -> 0.33 ns per element, rows of 128 0.72-0.83, and
- * row_log_softmax_bwd 0.67-0.76; where gcc had kept one group's two exps
- * in sequence and the core could not overlap enough of them. */
+ * row_log_softmax_bwd 0.67-0.76.  One group a step with its two exps
+ * interleaved took 1.17-1.32 of the two-group time (no better than before:
+ * two vectors' chains are too few to fill the pipes); four groups, eight
+ * vectors, 0.87-1.12 (registers spill), so two it is. */
 #define SX_LANE_GROUPS(GROUPS, A, B, C, ARG, KIND, EXPR, STORE, SUM, AHEAD)         \
     for (; i + (GROUPS) * SX_LANES <= block_end; i += (GROUPS) * SX_LANES) {        \
         SX_EXP_BUFFER(e, (GROUPS) * SX_LANES / SX_EXP_WIDTH);                       \
@@ -208,7 +210,7 @@
         for (ptrdiff_t v = 0; v < (GROUPS) * SX_LANES / SX_EXP_WIDTH; ++v) {        \
             const ptrdiff_t h = i + v * SX_EXP_WIDTH;                               \
             const ptrdiff_t lane0 = (v * SX_EXP_WIDTH) % SX_LANES;                  \
-            (void)h; /* unused when the values read only the exps */               \
+            (void)h; /* unused when the values read only the exps */                \
             SX_PRAGMA(omp simd)                                                     \
             for (ptrdiff_t j = 0; j < SX_EXP_WIDTH; ++j) {                          \
                 const SX_T sx_exp_j =                                               \
