@@ -9,7 +9,8 @@
  * and sx_lane_max, and leaves defined for the row primitives SX_LANES
  * (values per group), SX_EXP_WIDTH (values per vector of the vector exp),
  * SX_TAME_SPAN and, where there is a vector exp, SX_VEC / SX_VEC_T (its
- * intrinsics for SX_T); row_kernels_impl.h undefines them.
+ * intrinsics for SX_T) and SX_EXP_VECTORS_MAX; row_kernels_impl.h
+ * undefines them.
  *
  * exp is an inline polynomial: x = n ln2 + r with a Cody-Waite split of ln2,
  * |r| <= ln2/2, e^r by a polynomial (float: minimax of degree 6; double:
@@ -365,7 +366,6 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_max)(SX_T *acc)
 #undef SX_EXP_REDUCE
 #undef SX_EXP_POLY
 #undef SX_ONCE
-#undef SX_EXP_VECTORS_MAX
 #undef SX_SCALAR_MAX
 #undef SX_SCALAR_MIN
 #undef SX_SCALAR_FMA

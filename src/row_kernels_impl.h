@@ -231,6 +231,11 @@
 #else
 #define SX_GROUPS_PER_STEP 1
 #endif
+#if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
+/* sx_exp_vectors' scratch holds at most SX_EXP_VECTORS_MAX vectors */
+_Static_assert(SX_GROUPS_PER_STEP * SX_LANES / SX_EXP_WIDTH <= SX_EXP_VECTORS_MAX,
+               "a step's exps must fit sx_exp_vectors");
+#endif
 
 #define SX_NO_ARG(a, b, c) ((SX_T)0)
 #define SX_NO_STORE(i, lane, v) ((void)0)
@@ -947,4 +952,5 @@ static const sx_table SX_NAME(sx_table) = {
 #undef SX_EXP_OF_KIND
 #undef SX_EXPS_OF_KIND
 #undef SX_COL_EXPS_PER_STEP
+#undef SX_EXP_VECTORS_MAX
 #undef SX_GROUPS_PER_STEP
