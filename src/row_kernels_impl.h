@@ -59,14 +59,12 @@
 #define SX_TAME_ROW(shift, low) 0
 #else
 #define SX_TAME_ROW(shift, low) ((low) <= (shift) && (shift) - (low) <= SX_TAME_SPAN)
-#define SX_EXP_OF_KIND(x, KIND) \
-    ((KIND) == SX_WITH_TAME_EXP ? SX_NAME(sx_exp_vector_tame)(x) : SX_NAME(sx_exp_vector)(x))
 /* The exps of the vectors x[0..count), in place, as KIND says. */
-#define SX_EXPS_OF_KIND(x, count, KIND)                 \
-    if ((KIND) == SX_WITH_TAME_EXP) {                   \
-        SX_NAME(sx_exp_vectors_tame)(x, count);         \
-    } else {                                            \
-        SX_NAME(sx_exp_vectors)(x, count);              \
+#define SX_EXPS_OF_KIND(x, count, KIND)         \
+    if ((KIND) == SX_WITH_TAME_EXP) {           \
+        SX_NAME(sx_exp_vectors_tame)(x, count); \
+    } else {                                    \
+        SX_NAME(sx_exp_vectors)(x, count);      \
     }
 #endif
 
@@ -949,7 +947,6 @@ static const sx_table SX_NAME(sx_table) = {
 #undef SX_WITH_EXP
 #undef SX_WITH_TAME_EXP
 #undef SX_TAME_ROW
-#undef SX_EXP_OF_KIND
 #undef SX_EXPS_OF_KIND
 #undef SX_COL_EXPS_PER_STEP
 #undef SX_EXP_VECTORS_MAX
