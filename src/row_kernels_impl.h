@@ -69,30 +69,33 @@
 #endif
 
 /* The exponentials of `count` vectors of lanes (SX_EXP_WIDTH each),
- * e[v][j] = exp(ARG_J) for the lane j of vector v, in `e` (declared by
- * SX_EXP_BUFFER).  With a vector exp, SX_EXP_ARGS(e[v], ARG_J) gathers each
- * vector's arguments and SX_EXPS(e, count, KIND) then takes the exps of all
- * of them together (sx_exp_vectors: their chains interleaved): on AVX2 in
- * the vectors e[v], which gcc keeps in registers, where an array of values
- * made it copy the exps through general registers; on AVX-512 in an array
- * of values, loaded into vectors and stored back.  Otherwise each exp is
+ * e[v][j] = exp(ARG(A[h + j], B[h + j], C[h + j])) for the lane j of
+ * vector v, in `e` (declared by SX_EXP_BUFFER).  With a vector exp,
+ * SX_EXP_ARGS(e[v], ARG, A, B, C, h) gathers each vector's arguments and
+ * SX_EXPS(e, count, KIND) then takes the exps of all of them together
+ * (sx_exp_vectors: their chains interleaved): on AVX2 in the vectors e[v],
+ * which gcc keeps in registers, where an array of values made it copy the
+ * exps through general registers; on AVX-512 in an array of values, loaded
+ * into vectors and stored back.  AVX2 applies ARG to whole vectors (GNU C
+ * vector arithmetic, a scalar operand standing for every lane): lane by
+ * lane, gcc built one of a step's four vectors from eight scalar loads
+ * (in cache, float32 exp sweeps then took 1.06-1.16 times as long).
+ * Otherwise each exp is
  * computed where SX_EXP_LANE reads it, inside the value loop, which the
  * compilers vectorise best as one loop. */
 #if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
 #define SX_EXP_BUFFER(e, count) SX_VEC_T e[count]
-#define SX_EXP_ARGS(e, ARG_J)                                                \
-    {                                                                        \
-        SX_VEC_T sx_args = SX_VEC(setzero)();                                \
-        for (ptrdiff_t j = 0; j < SX_EXP_WIDTH; ++j) { sx_args[j] = ARG_J; } \
-        e = sx_args;                                                         \
-    }
+#define SX_EXP_ARGS(e, ARG, A, B, C, h) \
+    e = ARG(SX_VEC(loadu)((A) + (h)), SX_VEC(loadu)((B) + (h)), SX_VEC(loadu)((C) + (h)));
 #define SX_EXPS(e, count, KIND) SX_EXPS_OF_KIND(e, count, KIND)
 #define SX_EXP_LANE(e, j, ARG_J, KIND) ((KIND) ? e[j] : (SX_T)0)
 #elif SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
 #define SX_EXP_BUFFER(e, count) SX_T e[count][SX_EXP_WIDTH]
-#define SX_EXP_ARGS(e, ARG_J)                                                \
-    SX_PRAGMA(omp simd)                                                      \
-    for (ptrdiff_t j = 0; j < SX_EXP_WIDTH; ++j) { e[j] = ARG_J; }
+#define SX_EXP_ARGS(e, ARG, A, B, C, h)                          \
+    SX_PRAGMA(omp simd)                                          \
+    for (ptrdiff_t j = 0; j < SX_EXP_WIDTH; ++j) {               \
+        e[j] = ARG((A)[(h) + j], (B)[(h) + j], (C)[(h) + j]);    \
+    }
 #define SX_EXPS(e, count, KIND)                                                      \
     {                                                                                \
         SX_VEC_T sx_vectors[count];                                                  \
@@ -103,7 +106,7 @@
 #define SX_EXP_LANE(e, j, ARG_J, KIND) ((KIND) ? e[j] : (SX_T)0)
 #else
 #define SX_EXP_BUFFER(e, count) SX_T e[count][SX_EXP_WIDTH]
-#define SX_EXP_ARGS(e, ARG_J)
+#define SX_EXP_ARGS(e, ARG, A, B, C, h)
 #define SX_EXPS(e, count, KIND)
 #define SX_EXP_LANE(e, j, ARG_J, KIND) ((KIND) ? SX_NAME(sx_exp)(ARG_J) : (SX_T)0)
 #endif
@@ -154,7 +157,7 @@
                 SX_UNROLL(2)                                                        \
                 for (ptrdiff_t h = 0; h < SX_LANES; h += SX_EXP_WIDTH) {            \
                     if (KIND) {                                                     \
-                        SX_EXP_ARGS(e[0], ARG(pad_a[h + j], pad_b[h + j], pad_c[h + j])) \
+                        SX_EXP_ARGS(e[0], ARG, pad_a, pad_b, pad_c, h)              \
                         SX_EXPS(e, 1, KIND)                                         \
                     }                                                               \
                     SX_PRAGMA(omp simd)                                             \
@@ -200,7 +203,7 @@
             for (ptrdiff_t v = 0; v < (GROUPS) * SX_LANES / SX_EXP_WIDTH; ++v) {    \
                 const ptrdiff_t h = i + v * SX_EXP_WIDTH;                           \
                 (void)h; /* unused without a vector exp */                          \
-                SX_EXP_ARGS(e[v], ARG((A)[h + j], (B)[h + j], (C)[h + j]))          \
+                SX_EXP_ARGS(e[v], ARG, A, B, C, h)                                  \
             }                                                                       \
             SX_EXPS(e, (GROUPS) * SX_LANES / SX_EXP_WIDTH, KIND)                    \
         }                                                                           \
@@ -235,7 +238,8 @@ _Static_assert(SX_GROUPS_PER_STEP * SX_LANES / SX_EXP_WIDTH <= SX_EXP_VECTORS_MA
                "a step's exps must fit sx_exp_vectors");
 #endif
 
-#define SX_NO_ARG(a, b, c) ((SX_T)0)
+/* the ARG of loops without exps (SX_WITHOUT_EXP), which never evaluate it */
+#define SX_NO_ARG(a, b, c) (a)
 #define SX_NO_STORE(i, lane, v) ((void)0)
 #define SX_NO_AHEAD(i) ((void)0)
 /* Fetches the line of `ahead` (the next row, or NULL) matching group i. */
