@@ -80,9 +80,8 @@
  * vector arithmetic, a scalar operand standing for every lane): lane by
  * lane, gcc built one of a step's four vectors from eight scalar loads
  * (in cache, float32 exp sweeps then took 1.06-1.16 times as long).
- * Otherwise each exp is
- * computed where SX_EXP_LANE reads it, inside the value loop, which the
- * compilers vectorise best as one loop. */
+ * Otherwise each exp is computed where SX_EXP_LANE reads it, inside the
+ * value loop, which the compilers vectorise best as one loop. */
 #if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
 #define SX_EXP_BUFFER(e, count) SX_VEC_T e[count]
 #define SX_EXP_ARGS(e, ARG, A, B, C, h) \
