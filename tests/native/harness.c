@@ -26,7 +26,10 @@
  *   avx2 exp  (x86-64, gcc/clang) the AVX2 vector exp gives the bits of the
  *             scalar formula it vectorises (sx_exp), NaNs included: every
  *             float32 pattern (or every stride-th), float64 values over the
- *             clamp range and past it.
+ *             clamp range and past it;
+ *   avx2 dot  (x86-64, gcc/clang) the AVX2 row_dot of one and two operands,
+ *             which keeps its lanes in registers, gives the bits of its
+ *             reduction shape written out value by value.
  * The last line is "N passed, M failed"; the exit status is 1 on any failure.
  * Usage: harness [--best-exp-stride S] [--exp-stride S]
  *   the float32 exp sweep checks every S-th float: S = 1 (every float) for the
@@ -325,7 +328,7 @@ static void check_half_rows(const char *isa)
     free(x); free(next); free(out); free(ref); free(wide); free(e); free(e_ref);
 }
 
-/* ---- the AVX2 vector exp against its scalar formula ----------------------------- */
+/* ---- AVX2 code against the scalar formulas it vectorises ----------------------- */
 
 #if defined(SX_X86_TARGETS)
 #define SX_TARGET_AVX2 __attribute__((target("avx2,fma,f16c"))) /* as row_kernels.h's */
@@ -406,6 +409,99 @@ static SX_TARGET_AVX2 uint64_t avx2_tame_exp_mismatches(uint32_t stride)
         for (int j = 0; j < 4; ++j) { mismatches += memcmp(&got[j], &want[j], sizeof got[j]) != 0; }
     }
     return mismatches;
+}
+
+/* row_dot's reduction shape (row_kernels_impl.h) written out value by value:
+   per block of SX_BLOCK, one accumulator per lane (64 bytes of lanes), each
+   adding its whole groups' terms (a_i - shift) * b_i by multiply-adds (or
+   a_i - shift for a NULL b), then the last, partial group's terms as rounded
+   products (the empty asm keeps the compiler from fusing them into the
+   sum) and 0 in its missing lanes; the lanes summed as a tree, the upper
+   half onto the lower; block sums added in double into a chunk sum, chunk
+   sums (SX_CHUNK) in double. */
+#define DOT_REFERENCE(T, NAME, FMA)                                                          \
+    static double NAME(const T *a, const T *b, ptrdiff_t n, T shift)                         \
+    {                                                                                        \
+        enum { LANES = 64 / sizeof(T) };                                                     \
+        double total = 0.0;                                                                  \
+        for (ptrdiff_t chunk = 0; chunk < n; chunk += SX_CHUNK) {                            \
+            const ptrdiff_t chunk_end = SX_MIN(n, chunk + SX_CHUNK);                         \
+            double chunk_sum = 0.0;                                                          \
+            for (ptrdiff_t block = chunk; block < chunk_end; block += SX_BLOCK) {            \
+                const ptrdiff_t block_end = SX_MIN(chunk_end, block + SX_BLOCK);             \
+                const ptrdiff_t whole = block + (block_end - block) / LANES * LANES;         \
+                T acc[LANES] = {0};                                                          \
+                for (ptrdiff_t i = block; i < block_end; ++i) {                              \
+                    const T shifted = a[i] - shift;                                          \
+                    T *lane = &acc[(i - block) % LANES];                                     \
+                    if (i < whole) {                                                         \
+                        *lane = b != NULL ? FMA(shifted, b[i], *lane) : *lane + shifted;     \
+                        continue;                                                            \
+                    }                                                                        \
+                    T term = b != NULL ? shifted * b[i] : shifted;                           \
+                    __asm__("" : "+x"(term));                                                \
+                    *lane += term;                                                           \
+                }                                                                            \
+                if (whole < block_end) {                                                     \
+                    for (ptrdiff_t j = block_end - whole; j < LANES; ++j) { acc[j] += 0; }   \
+                }                                                                            \
+                for (ptrdiff_t width = LANES / 2; width > 0; width /= 2) {                   \
+                    for (ptrdiff_t j = 0; j < width; ++j) { acc[j] += acc[j + width]; }      \
+                }                                                                            \
+                chunk_sum += acc[0];                                                         \
+            }                                                                                \
+            total += chunk_sum;                                                              \
+        }                                                                                    \
+        return total;                                                                        \
+    }
+DOT_REFERENCE(float, dot_reference_f32, fmaf)
+DOT_REFERENCE(double, dot_reference_f64, fma)
+
+/* The AVX2 row_dot of one and two operands (accumulators in registers)
+   against dot_reference, bit for bit (NaN as NaN): rows of 0 to
+   2 SX_BLOCK + 40 values and one of 2 SX_CHUNK + 77, at every element
+   offset within 64 bytes (every fifth past 64 values), shifts 0 and 0.75:
+   normal values, rows with infinities and NaNs, and rows of products that
+   underflow to -0 (TINY squared) with some a = -0. */
+#define CHECK_DOT(T, TABLE, REFERENCE, TINY)                                                 \
+    {                                                                                        \
+        enum { MAX_N = 2 * SX_BLOCK + 40, LONG_N = 2 * SX_CHUNK + 77, PAD = 64 / sizeof(T) }; \
+        T *a = malloc((LONG_N + PAD) * sizeof(T)), *b = malloc((LONG_N + PAD) * sizeof(T));  \
+        for (int kind = 0; kind < 3; ++kind) {                                               \
+            for (int i = 0; i < LONG_N + PAD; ++i) {                                         \
+                b[i] = (T)uniform();                                                         \
+                a[i] = kind == 2 ? (T)(-(TINY) * uniform()) * (i % 7 != 0) : (T)normal();   \
+                if (kind == 2) { b[i] *= (T)(TINY); }                                        \
+                if (kind == 1 && i % 97 == 5) { a[i] = i % 2 ? (T)INFINITY : (T)NAN; }       \
+            }                                                                                \
+            for (ptrdiff_t n = 0; n <= MAX_N + 1; ++n) {                                     \
+                const ptrdiff_t length = n <= MAX_N ? n : LONG_N;                            \
+                for (ptrdiff_t offset = 0; offset < PAD; offset += n <= 64 ? 1 : 5) {        \
+                    for (int operands = 1; operands <= 2; ++operands) {                      \
+                        for (int s = 0; s <= 1; ++s) {                                       \
+                            const T *bo = operands == 2 ? b + offset : NULL;                 \
+                            const double got =                                               \
+                                (TABLE)->row_dot(a + offset, bo, NULL, length, 0.75 * s);    \
+                            const double want =                                              \
+                                REFERENCE(a + offset, bo, length, (T)(0.75 * s));            \
+                            mismatches += !(isnan(got) && isnan(want)) &&                    \
+                                          memcmp(&got, &want, sizeof got) != 0;              \
+                        }                                                                    \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+        free(a);                                                                             \
+        free(b);                                                                             \
+    }
+
+static void check_avx2_dot(void)
+{
+    uint64_t mismatches = 0;
+    CHECK_DOT(float, sx_table_f32, dot_reference_f32, 1e-30)
+    CHECK_DOT(double, sx_table_f64, dot_reference_f64, 1e-200)
+    report(mismatches == 0, "avx2", "row_dot = its reduction shape, value by value, bit for bit",
+           (double)mismatches, 0);
 }
 
 static void check_avx2_vector_exp(uint32_t stride)
@@ -657,6 +753,7 @@ int main(int argc, char **argv)
 #if defined(SX_X86_TARGETS)
         if (level == SX_ISA_AVX2) {
             check_avx2_vector_exp((uint32_t)(level == best ? best_stride : lower_stride));
+            check_avx2_dot();
         }
 #endif
     }
