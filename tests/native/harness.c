@@ -623,13 +623,15 @@ static void check_transpose(const char *isa)
 
 /* row_softmax_bwd_stream, row_log_normalize_stream,
    row_log_softmax_bwd_stream and row_scale_stream write the very bits of the
-   primitives they name, for rows of 1-70 elements at every element offset
-   within 64 bytes, and nothing outside the row (guard values on both sides). */
+   primitives they name, for rows of 1-70 elements and five of about a block
+   and more (SX_BLOCK - 1 to 2 SX_BLOCK + 7: row_log_softmax_bwd_stream goes
+   a block at a time) at every element offset within 64 bytes, and nothing outside
+   the row (guard values on both sides). */
 static void check_streaming(const char *isa)
 {
-    enum { MAX_N = 70, PAD = 16, GUARD = 1234 };
-    float p32[MAX_N], g32[MAX_N], want32[MAX_N], got32[MAX_N + 2 * PAD];
-    double p64[MAX_N], g64[MAX_N], want64[MAX_N], got64[MAX_N + 2 * PAD];
+    enum { SHORT_N = 70, MAX_N = 2 * SX_BLOCK + 7, PAD = 16, GUARD = 1234 };
+    static float p32[MAX_N], g32[MAX_N], want32[MAX_N], got32[MAX_N + 2 * PAD];
+    static double p64[MAX_N], g64[MAX_N], want64[MAX_N], got64[MAX_N + 2 * PAD];
     int mismatches = 0;
     for (int i = 0; i < MAX_N; ++i) {
         p32[i] = (float)uniform();
@@ -637,7 +639,9 @@ static void check_streaming(const char *isa)
         p64[i] = uniform();
         g64[i] = normal();
     }
-    for (ptrdiff_t n = 1; n <= MAX_N; ++n) {
+    const ptrdiff_t long_rows[] = {SX_BLOCK - 1, SX_BLOCK, SX_BLOCK + 1, 2 * SX_BLOCK - 24, MAX_N};
+    for (ptrdiff_t length = 1; length <= SHORT_N + 5; ++length) {
+        const ptrdiff_t n = length <= SHORT_N ? length : long_rows[length - SHORT_N - 1];
         for (ptrdiff_t offset = 0; offset < PAD; ++offset) {
             for (int primitive = 0; primitive < 4; ++primitive) {
                 for (int k = 0; k < MAX_N + 2 * PAD; ++k) {
