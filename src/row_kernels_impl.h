@@ -648,9 +648,9 @@ static SX_TARGET void SX_NAME(row_log_softmax_bwd)(const void *logpv, const void
  * took up to 1.8x the time.  Zen 3, new / old time, same bits:
  * log_softmax_backward float64 (16384, 128) 0.56-0.60 at 1 thread,
  * 0.76-0.78 at 2, (512, 32000) 0.76-0.77; float32 (65536, 128) 0.69-0.70,
- * (512, 32000) 0.93-1.0.  Otherwise the vector expression is the fused multiply-add
- * that the compilers make of the ordinary loop's g - p * sum (the harness
- * checks the bits). */
+ * (512, 32000) 0.93-1.0.  Otherwise the vector expression is the fused
+ * multiply-add that the compilers make of the ordinary loop's g - p * sum
+ * (the harness checks the bits). */
 static SX_TARGET void SX_NAME(row_log_softmax_bwd_stream)(const void *logpv, const void *gv,
                                                           void *outv, ptrdiff_t n,
                                                           double grad_sum_d)
