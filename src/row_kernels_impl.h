@@ -455,13 +455,14 @@ static SX_TARGET double SX_NAME(row_dot)(const void *av, const void *bv, const v
 #if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
     if (b == NULL || c == NULL) {
         const SX_T *other = b == NULL ? c : b;
+        const SX_VEC_T shift_vector = SX_VEC(set1)(shift);
         double total = 0.0;
         for (ptrdiff_t chunk = 0; chunk < n; chunk += SX_CHUNK) {
             const ptrdiff_t chunk_end = SX_MIN(n, chunk + SX_CHUNK);
             double chunk_sum = 0.0;
             for (ptrdiff_t block = chunk; block < chunk_end; block += SX_BLOCK) {
                 chunk_sum += SX_NAME(block_dot)(a, other, block, SX_MIN(chunk_end, block + SX_BLOCK),
-                                                SX_VEC(set1)(shift));
+                                                shift_vector);
             }
             total += chunk_sum;
         }

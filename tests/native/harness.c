@@ -625,8 +625,8 @@ static void check_transpose(const char *isa)
    row_log_softmax_bwd_stream and row_scale_stream write the very bits of the
    primitives they name, for rows of 1-70 elements and five of about a block
    and more (SX_BLOCK - 1 to 2 SX_BLOCK + 7: row_log_softmax_bwd_stream goes
-   a block at a time) at every element offset within 64 bytes, and nothing outside
-   the row (guard values on both sides). */
+   a block at a time) at every element offset within 64 bytes, and nothing
+   outside the row (guard values on both sides). */
 static void check_streaming(const char *isa)
 {
     enum { SHORT_N = 70, MAX_N = 2 * SX_BLOCK + 7, PAD = 16, GUARD = 1234 };
@@ -640,7 +640,8 @@ static void check_streaming(const char *isa)
         g64[i] = normal();
     }
     const ptrdiff_t long_rows[] = {SX_BLOCK - 1, SX_BLOCK, SX_BLOCK + 1, 2 * SX_BLOCK - 24, MAX_N};
-    for (ptrdiff_t length = 1; length <= SHORT_N + 5; ++length) {
+    const ptrdiff_t lengths = SHORT_N + (ptrdiff_t)(sizeof long_rows / sizeof long_rows[0]);
+    for (ptrdiff_t length = 1; length <= lengths; ++length) {
         const ptrdiff_t n = length <= SHORT_N ? length : long_rows[length - SHORT_N - 1];
         for (ptrdiff_t offset = 0; offset < PAD; ++offset) {
             for (int primitive = 0; primitive < 4; ++primitive) {
