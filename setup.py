@@ -139,9 +139,9 @@ extensions = [
         "softmax_ext._kernels",
         sources=["src/_kernels.pyx"],
         include_dirs=["src"],
-        depends=["src/row_kernels.h", "src/row_kernels_impl.h", "src/exp_lanes_impl.h",
-                 "src/tile_transpose_impl.h", "src/sx_instantiate.h", "src/half_convert_impl.h",
-                 "src/omp_shim.h"],
+        depends=["src/row_kernels.h", "src/row_kernels_impl.h", "src/col_kernels_impl.h",
+                 "src/exp_lanes_impl.h", "src/tile_transpose_impl.h", "src/sx_instantiate.h",
+                 "src/half_convert_impl.h", "src/omp_shim.h"],
     )
 ]
 
