@@ -327,6 +327,15 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_sum)(SX_T *acc)
 #endif
 }
 
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
+/* sx_lane_max of the SX_LANES lanes held in two AVX2 vectors: `low` holds
+ * lanes 0 to SX_EXP_WIDTH - 1, `high` the rest. */
+SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_pair_max)(SX_VEC_T low, SX_VEC_T high)
+{
+    return SX_NAME(sx_vector_max)(SX_VEC(max)(high, low));
+}
+#endif
+
 /* The largest of acc[0..SX_LANES), which hold no NaN, as a tree like
  * sx_lane_sum (upper half onto lower half); AVX-512 and AVX2 keep it in
  * vector registers, where gcc compiled the generic loop to fifteen scalar
@@ -342,8 +351,7 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_max)(SX_T *acc)
     return SX_NAME(sx_vector_max)(
         _mm256_max_ps(_mm512_extractf32x8_ps(all, 1), _mm512_castps512_ps256(all)));
 #elif SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
-    return SX_NAME(sx_vector_max)(SX_VEC(max)(SX_VEC(loadu)(acc + SX_LANES / 2),
-                                               SX_VEC(loadu)(acc)));
+    return SX_NAME(sx_pair_max)(SX_VEC(loadu)(acc), SX_VEC(loadu)(acc + SX_LANES / 2));
 #else
     SX_UNROLL(8)
     for (ptrdiff_t width = SX_LANES / 2; width > 0; width /= 2) {

@@ -520,6 +520,46 @@ static void check_avx2_vector_exp(uint32_t stride)
 
 /* ---- agreement with the portable instruction set ------------------------------- */
 
+/* row_max of `mine` and `ref` (tables of one dtype, elements of `size`
+   bytes) over rows of every length to 70 and a few longer, at 8 offsets, in
+   three fills: NaN, +-inf and +-0 among normal values; only NaN, -inf, -1
+   and zeros of both signs; only NaN and zeros of both signs (ties of -0 and
+   +0 at both ends).  Returns how many rows' largest or smallest differ in
+   their bits. */
+static int row_max_differences(const sx_table *mine, const sx_table *ref, size_t size)
+{
+    enum { N = 1100 };
+    static const double specials[] = {NAN, INFINITY, -INFINITY, 0.0, -0.0};
+    static const double few[] = {NAN, -INFINITY, -1.0, 0.0, -0.0, -0.0};
+    static const double zeros[] = {NAN, 0.0, -0.0};
+    static const ptrdiff_t longer[] = {127, 128, 129, 1000, 1031};
+    char *x = malloc(N * size);
+    int differ = 0;
+    for (int fill = 0; fill < 3; ++fill) {
+        for (int i = 0; i < N; ++i) {
+            const uint32_t r = (uint32_t)i * 2654435761u >> 24;
+            const double v = fill == 2 ? zeros[r % 3]
+                             : fill == 1 ? few[r % 6]
+                             : r < 40 ? specials[r % 5] : normal() * 10.0;
+            if (size == sizeof(float)) { ((float *)x)[i] = (float)v; }
+            else { ((double *)x)[i] = v; }
+        }
+        for (ptrdiff_t k = 0; k <= 70 + 5; ++k) {
+            const ptrdiff_t n = k <= 70 ? k : longer[k - 71];
+            for (ptrdiff_t offset = 0; offset < 8; ++offset) {
+                const char *row = x + offset * size;
+                double low_mine, low_ref;
+                const double m_mine = mine->row_max(row, n, &low_mine);
+                const double m_ref = ref->row_max(row, n, &low_ref);
+                differ += memcmp(&m_mine, &m_ref, sizeof m_ref) != 0 ||
+                          memcmp(&low_mine, &low_ref, sizeof low_ref) != 0;
+            }
+        }
+    }
+    free(x);
+    return differ;
+}
+
 static void check_against_portable(int level)
 {
     const char *isa = sx_isa_names[level];
@@ -529,7 +569,12 @@ static void check_against_portable(int level)
     sx_select_isa(SX_ISA_PORTABLE);
     const double ref_sum = sx_table_f32->row_exp_sum(x, ref, N, 0.0, -INFINITY, NULL);
     const sx_half_table portable_f16 = *sx_table_f16, portable_bf16 = *sx_table_bf16;
+    const sx_table portable_f32 = *sx_table_f32, portable_f64 = *sx_table_f64;
     sx_select_isa(level);
+    const int max_differ = row_max_differences(sx_table_f32, &portable_f32, sizeof(float)) +
+                           row_max_differences(sx_table_f64, &portable_f64, sizeof(double));
+    report(max_differ == 0, isa, "row_max agrees with portable bit for bit (NaN, inf, -0)",
+           max_differ, 0);
     const double sum = sx_table_f32->row_exp_sum(x, mine, N, 0.0, -INFINITY, NULL);
     double worst = fabs(sum - ref_sum) / (4e-6 * ref_sum);
     for (int i = 0; i < N; ++i) { worst = fmax(worst, fabs((double)mine[i] - ref[i]) / (2.0 * float_ulp(ref[i]))); }
