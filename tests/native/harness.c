@@ -533,6 +533,7 @@ static int row_max_differences(const sx_table *mine, const sx_table *ref, size_t
     static const double few[] = {NAN, -INFINITY, -1.0, 0.0, -0.0, -0.0};
     static const double zeros[] = {NAN, 0.0, -0.0};
     static const ptrdiff_t longer[] = {127, 128, 129, 1000, 1031};
+    enum { SHORT_N = 70, LONGER = sizeof longer / sizeof longer[0] };
     char *x = malloc(N * size);
     int differ = 0;
     for (int fill = 0; fill < 3; ++fill) {
@@ -544,8 +545,8 @@ static int row_max_differences(const sx_table *mine, const sx_table *ref, size_t
             if (size == sizeof(float)) { ((float *)x)[i] = (float)v; }
             else { ((double *)x)[i] = v; }
         }
-        for (ptrdiff_t k = 0; k <= 70 + 5; ++k) {
-            const ptrdiff_t n = k <= 70 ? k : longer[k - 71];
+        for (ptrdiff_t k = 0; k <= SHORT_N + LONGER; ++k) {
+            const ptrdiff_t n = k <= SHORT_N ? k : longer[k - SHORT_N - 1];
             for (ptrdiff_t offset = 0; offset < 8; ++offset) {
                 const char *row = x + offset * size;
                 double low_mine, low_ref;
