@@ -122,6 +122,7 @@ cdef extern from "row_kernels.h":
     int sx_cpu_isa_level()
     int sx_runnable_isa_level()
     int sx_select_isa(int requested)
+    long sx_l3_cache_bytes()
     void sx_store_fence() noexcept nogil
 
 cdef enum:
@@ -158,10 +159,12 @@ cdef enum:
     # log_softmax and both backward ops write their output by streaming
     # stores (row_*_stream), which skip reading each output line before
     # writing it, when the call's operands (the output and the arrays read)
-    # come to STREAM_FOOTPRINT_BYTES or more, this machine's 32 MiB of L3:
-    # the caches would not keep such an output anyway.  Measured (one
-    # process, both builds, min of 40, numpy-allocated operands), new / old
-    # time, softmax_backward at 2 threads: float32 (512, 32000) 0.80,
+    # come to the stream footprint or more (stream_footprint_bytes): the L3
+    # the OS reports, held within STREAM_FOOTPRINT_MIN_BYTES and _MAX_BYTES,
+    # as the caches would not keep such an output anyway.
+    # Zen 3, 32 MiB of L3 (one process, both builds, min of 40,
+    # numpy-allocated operands), new / old time of streaming from 32 MiB,
+    # softmax_backward at 2 threads: float32 (512, 32000) 0.80,
     # (8, 1M) 0.81; float64 (16384, 128) 0.81, (4096, 1000) 0.72,
     # (512, 32000) 0.86, (8, 1M) 0.85; 1 thread 0.85-1.00.  log_softmax, 2
     # threads: float32 (512, 32000) 0.82, (65536, 128) 0.84, float64
@@ -176,7 +179,18 @@ cdef enum:
     # A fence after each row instead of one per thread made rows of 128 2-3x
     # slower; scalar exps for each row's partial lines (before the masked
     # vector groups) made float32 rows of 128 1.2-1.7x slower.
-    STREAM_FOOTPRINT_BYTES = 32 * 1024 * 1024
+    # A Xeon VM (2 MiB of L2 a core) reports its host's 480 MiB of L3,
+    # shared with other tenants.  There not streaming (same method, new /
+    # old time, 1 and 2 threads) won up to 48 MiB in all: softmax_backward
+    # float32 (4096, 1000) (47 MiB) 0.93-1.0, log_softmax_backward 0.92-1.0,
+    # float64 (16384, 128) (48 MiB) 0.95-0.98 and 0.76-0.81, log_softmax
+    # float64 (16384, 128) (32 MiB) 0.95-0.97; it lost from 61 MiB on:
+    # log_softmax float32 (8, 1M) (61 MiB) 1.17-1.20, float64 (4096, 1000)
+    # (62.5 MiB) 1.07-1.09, softmax_backward float32 (8, 1M) (92 MiB)
+    # 1.10-1.28, (512, 32000) 1.65-1.69.  Hence a cap between the two.  An
+    # OS that reports no L3 (or less) gets the minimum.
+    STREAM_FOOTPRINT_MIN_BYTES = 32 * 1024 * 1024
+    STREAM_FOOTPRINT_MAX_BYTES = 56 * 1024 * 1024
     # float32 softmax streams its output too (row_scale_stream) for rows of
     # STREAM_EXPS_MIN_BYTES to STREAM_EXPS_BYTES: their exps go to a
     # per-thread scratch, kept in L2 from the exp sweep to the scaling one;
@@ -209,8 +223,18 @@ cpdef enum Op:
 # This architecture's kernel instruction sets, lowest first (row_kernels.h).
 ISA_NAMES = tuple(sx_isa_names[level].decode() for level in range(SX_ISA_LEVELS))
 # Calls whose operands come to this many bytes or more write by streaming
-# stores (for tests).
-STREAM_FOOTPRINT = STREAM_FOOTPRINT_BYTES
+# stores (see STREAM_FOOTPRINT_MIN_BYTES); in Python for the tests.
+cdef Py_ssize_t stream_footprint_bytes = min(max(<Py_ssize_t>sx_l3_cache_bytes(),
+                                                 STREAM_FOOTPRINT_MIN_BYTES),
+                                             STREAM_FOOTPRINT_MAX_BYTES)
+STREAM_FOOTPRINT = stream_footprint_bytes
+STREAM_FOOTPRINT_RANGE = (STREAM_FOOTPRINT_MIN_BYTES, STREAM_FOOTPRINT_MAX_BYTES)
+
+
+def l3_cache_bytes():
+    """The L3 cache size the OS reports, in bytes; 0 where it reports none."""
+    return sx_l3_cache_bytes()
+
 _isa_level = sx_select_isa(SX_ISA_LEVELS - 1)
 
 
@@ -296,7 +320,7 @@ cdef inline void forward_finish(const sx_table *t, int op, const floating *x, fl
                                 bint stream) noexcept nogil:
     """Second sweep over (a piece of) a row once its shift and sum are known;
     with `stream`, log_softmax writes by streaming stores (see
-    STREAM_FOOTPRINT_BYTES)."""
+    STREAM_FOOTPRINT_MIN_BYTES)."""
     if op == SOFTMAX:
         t.row_scale(out, n, 1.0 / total)
     elif op == LOG_SOFTMAX:
@@ -329,7 +353,7 @@ cdef inline void backward_finish(const sx_table *t, int op, const floating *y, c
                                  floating *out, Py_ssize_t n, double total,
                                  bint stream) noexcept nogil:
     """The gradient sweep; with `stream`, by streaming stores (see
-    STREAM_FOOTPRINT_BYTES)."""
+    STREAM_FOOTPRINT_MIN_BYTES)."""
     if op == SOFTMAX_BACKWARD:
         (t.row_softmax_bwd_stream if stream else t.row_softmax_bwd)(y, g, out, n, total)
     else:
@@ -352,8 +376,8 @@ cdef inline bint streams(Py_ssize_t operands, Py_ssize_t elements,
                          size_t itemsize) noexcept nogil:
     """Whether a call on `operands` arrays (read and written) of `elements`
     values each writes its output by streaming stores: when they come to
-    STREAM_FOOTPRINT_BYTES or more."""
-    return operands * elements * <Py_ssize_t>itemsize >= STREAM_FOOTPRINT_BYTES
+    stream_footprint_bytes or more."""
+    return operands * elements * <Py_ssize_t>itemsize >= stream_footprint_bytes
 
 
 cdef inline Py_ssize_t dynamic_chunk(Py_ssize_t items, int num_threads) noexcept nogil:

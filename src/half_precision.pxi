@@ -21,12 +21,12 @@
 # transposed tiles, column strips, long rows in SX_CHUNK pieces whose sums
 # are added in order), so the result is the float32 result
 # on the widened input, rounded once, for any thread count.  The rows swept in
-# 16 bits write by streaming stores when input and output come to
-# STREAM_FOOTPRINT_BYTES, as the float32 rows do (measured, new / old time,
-# float16 and bfloat16 softmax and log_softmax: (512, 32000) 0.78-0.91 at 2
-# threads, 0.82-0.89 at 1; (2048, 8192) 0.86-0.98).  A backward row longer than
-# HALF_WHOLE_ROW is streamed piece by piece, loading each piece
-# once per sweep: the price of never holding a float32 copy of it.
+# 16 bits write by streaming stores when input and output come to the stream
+# footprint (STREAM_FOOTPRINT_MIN_BYTES), as the float32 rows do (measured,
+# new / old time, float16 and bfloat16 softmax and log_softmax: (512, 32000)
+# 0.78-0.91 at 2 threads, 0.82-0.89 at 1; (2048, 8192) 0.86-0.98).  A
+# backward row longer than HALF_WHOLE_ROW is streamed piece by piece, loading
+# each piece once per sweep: the price of never holding a float32 copy of it.
 
 cdef enum:
     # Rows up to this long are held whole in a thread's float32 scratch (4 MiB
@@ -95,7 +95,7 @@ cdef void half_forward_row(const sx_half_table *h, int op, const uint16_t *x, ui
     """Forward `op` on one row of K 16-bit values, read and written in 16 bits
     by the sx_half_table row primitives, fetching the row `ahead` (or NULL)
     into cache meanwhile; with `stream`, `out` is written by streaming stores
-    (see STREAM_FOOTPRINT_BYTES).  softmax keeps its float32 exps in `exps`
+    (see STREAM_FOOTPRINT_MIN_BYTES).  softmax keeps its float32 exps in `exps`
     (`capacity` floats); a longer row has them computed again, piece by
     piece, for the normalisation."""
     cdef double low

@@ -27,6 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h> /* sysconf */
+#endif
 
 /* Width of the reduction shape; see row_kernels_impl.h.  SX_CHUNK is also the
    unit in which a long row is split between threads. */
@@ -302,6 +305,19 @@ static inline void sx_store_fence(void)
 {
 #if defined(SX_X86_TARGETS)
     _mm_sfence();
+#endif
+}
+
+/* The size of the L3 cache as the OS reports it, in bytes, or 0 where it
+ * reports none or offers no way to ask (sysconf's _SC_LEVEL3_CACHE_SIZE is
+ * glibc's; a VM reports its host's whole L3, shared with other tenants). */
+static long sx_l3_cache_bytes(void)
+{
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+    const long bytes = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    return bytes > 0 ? bytes : 0;
+#else
+    return 0;
 #endif
 }
 

@@ -1,5 +1,8 @@
 """Backward passes (VJPs) against the explicit Jacobian and finite differences."""
 
+import platform
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -186,3 +189,31 @@ def test_streamed_output_has_the_ordinary_bits(isa, rng, name, dtype, K):
                  "softmax": ref.softmax}
     expected = reference[name](*wide)
     assert_close(ordinary[sample], expected, dtype)
+
+
+def _sysfs_l3_bytes():
+    """The L3 size Linux lists in sysfs (an independent reading), or None."""
+    caches = Path("/sys/devices/system/cpu/cpu0/cache")
+    for index in sorted(caches.glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "3":
+                size = (index / "size").read_text().strip()  # e.g. "32768K"
+                return int(size[:-1]) * {"K": 2**10, "M": 2**20}[size[-1]]
+        except (OSError, ValueError, KeyError):
+            return None
+    return None
+
+
+def test_stream_footprint_follows_the_reported_l3():
+    """Calls stream from the L3 size the OS reports, held within the range
+    measured; where Linux lists an L3 in sysfs, the kernels' sysconf reading
+    must find one too (glibc x86-64)."""
+    low, high = _kernels.STREAM_FOOTPRINT_RANGE
+    l3 = _kernels.l3_cache_bytes()
+    assert low < high
+    assert _kernels.STREAM_FOOTPRINT == min(max(l3, low), high)
+    listed = _sysfs_l3_bytes()
+    if listed is None or platform.machine() != "x86_64" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("no L3 listed in sysfs, or not glibc on x86-64")
+    assert l3 > 0
+    assert abs(l3 - listed) <= listed // 8  # the same cache, read two ways
