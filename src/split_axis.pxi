@@ -10,7 +10,7 @@
 # values (split_finish).  Forward statistics are those of the whole-row
 # logsumexp: the max m (NaN ignored), and the sum of exp(x - m) split into
 # the terms equal to 1 (ties, counted) and the rest (excess), so that a
-# dominant term keeps the small ones' digits (log1p).  Backward statistics are
+# dominant term keeps the small ones' digits (log_sum_exp).  Backward statistics are
 # the dot product <g, p> (softmax) or sum(g) (log_softmax).
 #
 # Views are (outer, K, inner): a contiguous K when inner == 1 (row

@@ -216,6 +216,21 @@ def test_logsumexp_against_mpmath(dtype):
         assert abs(float(got) - float(exact)) <= 2 * ulp
 
 
+def test_logsumexp_of_two_terms_keeps_every_digit_of_the_smaller():
+    """logsumexp([0, a]) = log1p(e^a) for a < 0 and a + log1p(e^-a) above,
+    against mpmath within 2 ulp, for e^a from 1e-300 to 1e300 and between 0
+    and 2: the kernels' log(1 + y) must keep a tiny y's digits (a plain
+    log of the rounded 1 + y loses them all below 1e-16)."""
+    mpmath.mp.dps = 60
+    a = np.log(np.concatenate([np.geomspace(1e-300, 1e300, 601),
+                               np.random.default_rng(3).uniform(0.0, 2.0, 400)]))
+    got = sx.logsumexp(np.stack([np.zeros_like(a), a], axis=1), axis=1)
+    for value, result in zip(a, got):
+        big, small = max(value, 0.0), min(value, 0.0) - max(value, 0.0)
+        exact = mpmath.mpf(big) + mpmath.log1p(mpmath.exp(mpmath.mpf(small)))
+        assert abs(mpmath.mpf(float(result)) - exact) <= 2 * np.spacing(abs(float(exact))), value
+
+
 def test_softmax_tiny_probabilities_against_mpmath():
     mpmath.mp.dps = 50
     x = np.array([0.0, -20.0, -700.0, -740.0, 3.0])
