@@ -247,6 +247,45 @@ def test_linear_cross_entropy_gradients_by_finite_differences(rng):
     np.testing.assert_allclose(db, central_difference(lambda v: loss(b_=v), b, 1e-3), rtol=1e-8, atol=1e-10)
 
 
+def _poisoned_heap(shape):
+    """Leave a freed block of NaN of `shape` float64 for numpy to hand out
+    next (its cache of small blocks), as a stale buffer would be."""
+    block = np.full(shape, np.nan)
+    del block
+
+
+@pytest.mark.parametrize("case", ["no rows", "no classes", "class blocks"])
+def test_linear_cross_entropy_gradients_are_zero_where_no_chunk_writes_them(rng, case,
+                                                                            monkeypatch):
+    """dx and dW skip their zeros where the chunks' GEMMs overwrite them; with
+    no rows or no classes nothing runs and they are 0, and with blocks of
+    classes dx is accumulated: whatever stale memory numpy hands out."""
+    from softmax_ext import _linear
+
+    if case == "no rows":
+        _poisoned_heap((3, 4))
+        _, (dx, dW, db) = sx.linear_cross_entropy(np.zeros((0, 4)), np.ones((3, 4)),
+                                                  np.zeros(0, int), np.ones(3))
+        assert dx.shape == (0, 4)
+        np.testing.assert_array_equal(dW, np.zeros((3, 4)))
+        np.testing.assert_array_equal(db, np.zeros(3))
+    elif case == "no classes":
+        _poisoned_heap((2, 4))
+        _, (dx, dW, _) = sx.linear_cross_entropy(np.ones((2, 4)), np.ones((0, 4)),
+                                                 np.zeros((2, 0)))
+        np.testing.assert_array_equal(dx, np.zeros((2, 4)))
+        assert dW.shape == (0, 4)
+    else:
+        x, W, b, y = _linear_problem(rng, N=13, D=6, K=40)
+        want = sx.linear_cross_entropy(x, W, y, b)
+        monkeypatch.setattr(_linear, "CHUNK_BYTES", 256)  # blocks of classes
+        _poisoned_heap(x.shape)
+        loss, grads = sx.linear_cross_entropy(x, W, y, b)
+        np.testing.assert_allclose(loss, want[0], rtol=1e-12)
+        for got, expected in zip(grads, want[1]):
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_linear_cross_entropy_does_not_depend_on_chunk_size(rng, dtype):
     x, W, b, y = (a.astype(dtype) if a.dtype.kind == "f" else a for a in _linear_problem(rng, N=50, D=16, K=40))
