@@ -12,6 +12,7 @@ from ._dtypes import as_float_array, common_float_arrays, compute_dtype, half_fo
 from ._layout import (
     check_out,
     input_view,
+    last_axis_rows,
     normalize_axes,
     output_buffer,
     overlaps_partially,
@@ -63,11 +64,16 @@ def _run_elementwise(
     axes = _reduced_axes(axis, x.ndim)
     if x.size == 0:
         return np.empty_like(x) if out is None else out
-    x, plan, x_view = planned_view(x, axes, _max_strided_k(x.dtype))
-    grad_view = None if grad is None else input_view(plan, grad)
-    writable_out = None if out is None or overlaps_partially(out, x, grad) else out
-    result, out_view = output_buffer(plan, writable_out, x.shape, x.dtype)
-    kernel, extra = _kernel_for(plan.kind, x.dtype)
+    rows = last_axis_rows(x, grad, out, axes)
+    if rows is not None:
+        result, x_view, grad_view, out_view = rows
+        kernel, extra = _kernel_for("rows", x.dtype)
+    else:
+        x, plan, x_view = planned_view(x, axes, _max_strided_k(x.dtype))
+        grad_view = None if grad is None else input_view(plan, grad)
+        writable_out = None if out is None or overlaps_partially(out, x, grad) else out
+        result, out_view = output_buffer(plan, writable_out, x.shape, x.dtype)
+        kernel, extra = _kernel_for(plan.kind, x.dtype)
     kernel(op=op, x=kernel_storage(x_view), grad=kernel_storage(grad_view),
            out=kernel_storage(out_view), num_threads=threads, **extra)
     if out is not None and result is not out:

@@ -60,12 +60,25 @@ def test_out_that_overlaps_itself_is_written_as_numpy_would():
     np.testing.assert_allclose(storage, 1 / 3)  # every element written with a correct value
 
 
-def test_out_partly_overlapping_the_input():
-    storage = np.arange(13.0)
-    x, out = storage[:12].reshape(3, 4), storage[1:].reshape(3, 4)
-    want = ref.softmax(x.copy())
-    sx.softmax(x, out=out)
-    np.testing.assert_allclose(out, want, rtol=1e-14)
+@pytest.mark.parametrize("K", [4, 100])  # transposed tiles, whole rows
+@pytest.mark.parametrize("shift", [1, 37])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmax_backward",
+                                  "log_softmax_backward"])
+def test_out_partly_overlapping_an_input(K, shift, name):
+    """An `out` a few elements past the input it overlaps (both C-contiguous,
+    the layout the kernels take directly) is computed into a buffer first."""
+    rows = 6
+    rng = np.random.default_rng(5)
+    storage = rng.standard_normal(rows * K + shift)
+    shared, out = storage[:rows * K].reshape(rows, K), storage[shift:].reshape(rows, K)
+    if name.endswith("_backward"):
+        forward = sx.softmax if name == "softmax_backward" else sx.log_softmax
+        args = (forward(rng.standard_normal((rows, K))), shared)  # out overlaps grad
+    else:
+        args = (shared,)
+    want = getattr(ref, name)(*(a.copy() for a in args))
+    getattr(sx, name)(*args, out=out)
+    np.testing.assert_allclose(out, want, rtol=1e-13, atol=1e-15)
 
 
 # ---- zero strides and overlapping read-only views (assert-based before) ----------------
@@ -400,3 +413,35 @@ def test_rows_view_of_contiguous_and_gapped_arrays(shape, axes):
         assert plan.kind == "rows" and view is not None
         assert view.shape == (a.size // K, K) and np.shares_memory(view, a)
         np.testing.assert_array_equal(view, np.moveaxis(a, axes, range(a.ndim - len(axes), a.ndim)).reshape(-1, K))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("shape", [(50, 7), (40, 100), (3, 5, 1000), (9,)])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmax_backward",
+                                  "log_softmax_backward"])
+def test_last_axis_rows_skip_planning_with_the_same_bits(monkeypatch, dtype, shape, name):
+    """C-contiguous calls over the last axis skip the layout planning
+    (_layout.last_axis_rows): the same bits as the planned route, into a new
+    array, a separate `out`, and `out` that is the input itself."""
+    from softmax_ext import _core, _layout
+
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    args = (sx.softmax(x) if name == "softmax_backward" else sx.log_softmax(x), g) \
+        if name.endswith("_backward") else (x,)
+    assert _layout.last_axis_rows(args[0], args[1] if len(args) > 1 else None, None,
+                                  (len(shape) - 1,)) is not None
+    func = getattr(sx, name)
+
+    def each_way():
+        into = np.empty(shape, dtype)
+        aliased = [a.copy() for a in args]
+        return [func(*args), func(*args, out=into), func(*aliased, out=aliased[0])]
+
+    skipped = each_way()
+    monkeypatch.setattr(_core, "last_axis_rows", lambda *operands: None)
+    planned = each_way()
+    for got, want in zip(skipped, planned):
+        assert got.dtype == want.dtype and got.flags.c_contiguous
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
