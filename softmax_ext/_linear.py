@@ -124,10 +124,11 @@ class ChunkedLinearCrossEntropy:
         self.logits = np.empty((self.rows, self.class_width), dtype)
         dW_block_classes = max(1, min(K, DW_BLOCK_BYTES // max(1, D * dtype.itemsize)))
         # The first chunk's GEMMs write all of dW, and with every class at once
-        # each chunk's write its rows of dx: those need no zeros first (numpy's
-        # zeros of a reused heap block clear it: (64, 8192, 1000) took 1.17 of
-        # its GEMMs' time with dW's 31 MiB cleared per call, 1.02 without).
-        # With no rows or no classes no chunk runs, and the gradients are 0.
+        # each chunk's GEMM writes its rows of dx: those need no zeros first
+        # (numpy's zeros of a reused heap block clear it: (64, 8192, 1000)
+        # took 1.18 of its GEMMs' time with dW's 31 MiB cleared per call, 1.00
+        # without).  With no rows or no classes no chunk runs, and the
+        # gradients are 0.
         written = N > 0 and K > 0
         dx_written = written and self.class_width == K
         self.grads = Gradients(
