@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import numpy as np
 from numpy.typing import DTypeLike
 
-from . import _core
+from . import _core, _kernels
 from ._config import show_config
 
 Timing = Callable[[], object]
@@ -253,6 +253,9 @@ def machine_description() -> dict[str, object]:
         "softmax_ext": info["version"],
         "simd": info["simd"],
         "openmp": info["openmp"],
+        # the OS's L3 size, which sets when outputs are streamed (_kernels.pyx)
+        "l3_mib": _kernels.l3_cache_bytes() / 2**20,
+        "stream_footprint_mib": _kernels.STREAM_FOOTPRINT / 2**20,
         "numpy": np.__version__,
         "scipy": scipy_version,
         "torch": torch.__version__ if torch is not None else None,
