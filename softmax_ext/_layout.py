@@ -110,7 +110,7 @@ def overlaps_partially(out: np.ndarray, *inputs: Optional[np.ndarray]) -> bool:
     before it writes the same element and never reads it again afterwards.
     """
     for a in inputs:
-        if a is None or not np.may_share_memory(out, a):
+        if a is None or a is out or not np.may_share_memory(out, a):
             continue
         same = (
             a.__array_interface__["data"][0] == out.__array_interface__["data"][0]
@@ -294,17 +294,17 @@ def last_axis_rows(x: np.ndarray, grad: Optional[np.ndarray], out: Optional[np.n
                    ) -> Optional[tuple[np.ndarray, np.ndarray, Optional[np.ndarray], np.ndarray]]:
     """(result, x view, grad view, out view) of the commonest call, whose plan
     needs no planning: the last axis reduced, x (and grad) C-contiguous and
-    aligned, and `out`, if given, C-contiguous, aligned, and either an input
-    itself or apart from every input.  The views are then the ``rows``
-    plan's, (rows, K) reshapes, and the result a new C-order array unless
-    `out`.  None otherwise: `planned_view` and `output_buffer` decide.  A
-    call on a small array spent half its time planning (softmax of (8, 128)
-    float32, 7.5 us in all)."""
+    aligned, and `out`, if given, C-contiguous, aligned, and either exactly
+    an input or apart from every input (overlaps_partially).  The views are
+    then the ``rows`` plan's, (rows, K) reshapes, and the result a new
+    C-order array unless `out`.  None otherwise: `planned_view` and
+    `output_buffer` decide.  A call on a small array spent half its time
+    planning (softmax of (8, 128) float32, 7.5 us in all)."""
     if axes != (x.ndim - 1,) or not _row_major(x) or (grad is not None and not _row_major(grad)):
         return None
     if out is None:
         out = np.empty(x.shape, x.dtype)
-    elif not (_row_major(out) and _same_or_apart(out, x) and _same_or_apart(out, grad)):
+    elif not _row_major(out) or overlaps_partially(out, x, grad):
         return None
     rows = (x.size // x.shape[-1], x.shape[-1])
     return out, x.reshape(rows), None if grad is None else grad.reshape(rows), out.reshape(rows)
@@ -313,12 +313,6 @@ def last_axis_rows(x: np.ndarray, grad: Optional[np.ndarray], out: Optional[np.n
 def _row_major(a: np.ndarray) -> bool:
     flags = a.flags
     return bool(flags.c_contiguous and flags.aligned)
-
-
-def _same_or_apart(out: np.ndarray, a: Optional[np.ndarray]) -> bool:
-    """Whether the kernels may write `out` while reading `a`: `a` is absent,
-    is `out` (exact aliasing; see overlaps_partially), or shares no memory."""
-    return a is None or a is out or not np.may_share_memory(out, a)
 
 
 def input_view(plan: Plan, a: np.ndarray) -> np.ndarray:
