@@ -5,12 +5,13 @@
  * sx_exp (one value), sx_exp_vectors and sx_exp_vectors_tame (the same bits
  * for arguments in [-SX_TAME_SPAN, 0], cheaper), over a few vectors at
  * once, and their one-vector forms sx_exp_vector and sx_exp_vector_tame,
- * where the instruction set has a vector exp (AVX-512, AVX2), sx_lane_sum
- * and sx_lane_max, and leaves defined for the row primitives SX_LANES
+ * where the instruction set has a vector exp (AVX-512, AVX2), sx_lane_sum,
+ * and the largest lane of a group: sx_group_max of vectors with a vector
+ * exp, else sx_lane_max; and leaves defined for the row primitives SX_LANES
  * (values per group), SX_EXP_WIDTH (values per vector of the vector exp),
  * SX_TAME_SPAN and, where there is a vector exp, SX_VEC / SX_VEC_T (its
- * intrinsics for SX_T) and SX_EXP_VECTORS_MAX; row_kernels_impl.h
- * undefines them.
+ * intrinsics for SX_T), SX_GROUP_VECTORS and SX_EXP_VECTORS_MAX;
+ * row_kernels_impl.h undefines them.
  *
  * exp is an inline polynomial: x = n ln2 + r with a Cody-Waite split of ln2,
  * |r| <= ln2/2, e^r by a polynomial (float: minimax of degree 6; double:
@@ -327,32 +328,34 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_sum)(SX_T *acc)
 #endif
 }
 
-#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
-/* sx_lane_max of the SX_LANES lanes held in two AVX2 vectors: `low` holds
- * lanes 0 to SX_EXP_WIDTH - 1, `high` the rest. */
-SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_pair_max)(SX_VEC_T low, SX_VEC_T high)
+#if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
+/* Vectors of the exp's width per group of SX_LANES values: two on AVX2,
+ * one on AVX-512. */
+#define SX_GROUP_VECTORS (SX_LANES / SX_EXP_WIDTH)
+
+/* The largest of the SX_LANES lanes of one group held in vectors, which
+ * hold no NaN: group[0] holds lanes 0 to SX_EXP_WIDTH - 1, group[1] (AVX2)
+ * the rest; the upper half onto the lower half, as sx_lane_sum adds. */
+SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_group_max)(const SX_VEC_T *group)
 {
-    return SX_NAME(sx_vector_max)(SX_VEC(max)(high, low));
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512 && SX_F64
+    return SX_NAME(sx_vector_max)(
+        _mm256_max_pd(_mm512_extractf64x4_pd(group[0], 1), _mm512_castpd512_pd256(group[0])));
+#elif SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
+    return SX_NAME(sx_vector_max)(
+        _mm256_max_ps(_mm512_extractf32x8_ps(group[0], 1), _mm512_castps512_ps256(group[0])));
+#else
+    return SX_NAME(sx_vector_max)(SX_VEC(max)(group[1], group[0]));
+#endif
 }
 #endif
 
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_NONE
 /* The largest of acc[0..SX_LANES), which hold no NaN, as a tree like
- * sx_lane_sum (upper half onto lower half); AVX-512 and AVX2 keep it in
- * vector registers, where gcc compiled the generic loop to fifteen scalar
- * maxima read from the stack. */
+ * sx_lane_sum (upper half onto lower half); with a vector exp, row_max
+ * keeps its lanes in vectors and takes sx_group_max. */
 SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_max)(SX_T *acc)
 {
-#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512 && SX_F64
-    const __m512d all = _mm512_loadu_pd(acc);
-    return SX_NAME(sx_vector_max)(
-        _mm256_max_pd(_mm512_extractf64x4_pd(all, 1), _mm512_castpd512_pd256(all)));
-#elif SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
-    const __m512 all = _mm512_loadu_ps(acc);
-    return SX_NAME(sx_vector_max)(
-        _mm256_max_ps(_mm512_extractf32x8_ps(all, 1), _mm512_castps512_ps256(all)));
-#elif SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
-    return SX_NAME(sx_pair_max)(SX_VEC(loadu)(acc), SX_VEC(loadu)(acc + SX_LANES / 2));
-#else
     SX_UNROLL(8)
     for (ptrdiff_t width = SX_LANES / 2; width > 0; width /= 2) {
         SX_UNROLL(16)
@@ -361,8 +364,8 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_max)(SX_T *acc)
         }
     }
     return acc[0];
-#endif
 }
+#endif
 
 #undef SX_EXP_LOW
 #undef SX_EXP_HIGH

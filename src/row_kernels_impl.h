@@ -257,16 +257,22 @@ _Static_assert(SX_GROUPS_PER_STEP * SX_LANES / SX_EXP_WIDTH <= SX_EXP_VECTORS_MA
  * row_exp_sum's tame exps.
  * Running maxima (and minima) per lane, updated element-wise (gcc and clang
  * both vectorise that select; clang leaves a scalar max reduction
- * unvectorised unless fast-math promises no NaN), in two sets that take
- * alternate groups (one set is a chain of dependent max instructions: 2
- * cycles a group on Zen 4, twice what the loads need), the last partial
- * group padded with -inf (+inf), and the lanes reduced as a tree
- * (sx_lane_max; the minima negated): a short path for short rows.  A row of
- * 128 floats took 31 cycles with one set and the generic tree, 17 with both
- * changes (Zen 4, in L1, before the minima).  Max and min are exact, so the
- * order changes no result (only which zero a tie of -0 and +0 returns). */
-#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
-/* row_max's running maxima and minima of one vector of lanes v on AVX2:
+ * unvectorised unless fast-math promises no NaN), in SX_MAX_SETS sets that
+ * take the groups in turn, so that the dependent max instructions form that
+ * many chains; the groups after the last whole turn go to the sets in turn,
+ * the last partial one padded with -inf (+inf); then the sets are combined
+ * as a tree (the upper half onto the lower half) and the lanes likewise
+ * (the minima negated).  Max and min are exact, so the order changes no
+ * result (only which zero a tie of -0 and +0 returns, the same in every
+ * instantiation).  One set is a chain of one max a group (4 cycles on the
+ * Xeon, 2 on Zen 4, more than the loads need): a row of 128 floats took 31
+ * cycles with one set and the generic tree, 17 with two sets and the
+ * vector tree (Zen 4, in L1, before the minima).  Four sets against two
+ * (Xeon, AVX-512, one process, same bits): softmax float32 (16384, 128)
+ * 1.04-1.06 of the time, (4096, 1000) 0.96-1.0, (8, 1M) 0.98-1.0. */
+#define SX_MAX_SETS 2
+#if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
+/* row_max's running maxima and minima of one vector of lanes v:
  * MAX(v, m) is v > m ? v : m and MIN(v, m) is v < m ? v : m, the lane
  * loop's selects, NaN ignored alike. */
 SX_ALWAYS_INLINE SX_TARGET void SX_NAME(keep_extremes)(SX_VEC_T v, SX_VEC_T *maxima,
@@ -275,78 +281,99 @@ SX_ALWAYS_INLINE SX_TARGET void SX_NAME(keep_extremes)(SX_VEC_T v, SX_VEC_T *max
     *maxima = SX_VEC(max)(v, *maxima);
     *minima = SX_VEC(min)(v, *minima);
 }
+
+/* The `count` values from p (a whole vector when count >= SX_EXP_WIDTH,
+ * none when count <= 0), `fill` in the other lanes, whose memory is not
+ * read. */
+SX_ALWAYS_INLINE SX_TARGET SX_VEC_T SX_NAME(padded_load)(const SX_T *p, ptrdiff_t count,
+                                                        SX_VEC_T fill)
+{
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
+    const unsigned lanes = count <= 0 ? 0u : (unsigned)SX_MIN(count, SX_EXP_WIDTH);
+    return SX_VEC(mask_loadu)(fill, (1u << lanes) - 1u, p);
+#else
+    const __m256i mask = SX_MASK_256(count); /* tile_transpose_impl.h */
+    return SX_VEC(blendv)(fill, SX_VEC(maskload)(p, mask), SX_VEC(castsi256)(mask));
+#endif
+}
 #endif
 
 static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n, double *low)
 {
     const SX_T *x = (const SX_T *)xv;
-#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
-    /* The same two sets and steps, each set's lanes in two vectors in
-     * registers ([0] lanes 0 to SX_EXP_WIDTH - 1, [1] the rest), where gcc
-     * took the lane loop's arrays through the stack between its loops.  Zen
-     * 3, in cache: a row of 128 floats 30 cycles instead of 44, of 1000 145
-     * instead of 161-169; end to end (one process, same bits) softmax
-     * float32 (16384, 128) 0.94-0.96 of the time, (8, 1M) 0.88-0.92, float64
-     * (16384, 128) 0.94-0.98, log_softmax and logsumexp 0.95-1.0.  The
-     * harness holds it to the lane loop bit for bit. */
+    ptrdiff_t i = 0, set = 0;
+#if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
+    /* Each set's lanes in vectors in registers (SX_GROUP_VECTORS of them:
+     * [0] lanes 0 to SX_EXP_WIDTH - 1, on AVX2 [1] the rest), where gcc took
+     * the lane loop's arrays through the stack, and on AVX-512 split the
+     * two sets into two loops of one chain each.  Against the lane loop, one
+     * process, same bits: on the Xeon (AVX-512) softmax float32 (16384, 128)
+     * 0.96-0.97 of the time, log_softmax 0.90-0.92, logsumexp 0.91-0.97,
+     * (4096, 100) 0.97, (8, 1M) at two threads 0.81; on Zen 3 (AVX2) a row
+     * of 128 floats in cache 30 cycles instead of 44, softmax float32
+     * (16384, 128) 0.94-0.96, (8, 1M) 0.88-0.92.  The harness holds it to
+     * the lane loop bit for bit. */
     const SX_VEC_T lowest = SX_VEC(set1)(-(SX_T)INFINITY), highest = SX_VEC(set1)((SX_T)INFINITY);
     const SX_VEC_T sign = SX_VEC(set1)(-(SX_T)0);
-    SX_VEC_T lane_max[2] = {lowest, lowest}, other_max[2] = {lowest, lowest};
-    SX_VEC_T lane_min[2] = {highest, highest}, other_min[2] = {highest, highest};
-    ptrdiff_t i = 0;
-    for (; i + 2 * SX_LANES <= n; i += 2 * SX_LANES) {
-        for (int h = 0; h < 2; ++h) {
-            SX_NAME(keep_extremes)(SX_VEC(loadu)(x + i + h * SX_EXP_WIDTH), &lane_max[h],
-                                   &lane_min[h]);
-            SX_NAME(keep_extremes)(SX_VEC(loadu)(x + i + SX_LANES + h * SX_EXP_WIDTH),
-                                   &other_max[h], &other_min[h]);
+    SX_VEC_T maxima[SX_MAX_SETS][SX_GROUP_VECTORS], minima[SX_MAX_SETS][SX_GROUP_VECTORS];
+    for (int s = 0; s < SX_MAX_SETS; ++s) {
+        for (int h = 0; h < SX_GROUP_VECTORS; ++h) {
+            maxima[s][h] = lowest;
+            minima[s][h] = highest;
         }
     }
-    if (i + SX_LANES <= n) {
-        for (int h = 0; h < 2; ++h) {
-            SX_NAME(keep_extremes)(SX_VEC(loadu)(x + i + h * SX_EXP_WIDTH), &lane_max[h],
-                                   &lane_min[h]);
-        }
-        i += SX_LANES;
+#define SX_KEEP_GROUP(s, start)                                                             \
+    for (int h = 0; h < SX_GROUP_VECTORS; ++h) {                                            \
+        SX_NAME(keep_extremes)(SX_VEC(loadu)(x + (start) + h * SX_EXP_WIDTH), &maxima[s][h], \
+                               &minima[s][h]);                                              \
     }
+    for (; i + SX_MAX_SETS * SX_LANES <= n; i += SX_MAX_SETS * SX_LANES) {
+        for (int s = 0; s < SX_MAX_SETS; ++s) { SX_KEEP_GROUP(s, i + s * SX_LANES) }
+    }
+    for (; i + SX_LANES <= n; i += SX_LANES, ++set) { SX_KEEP_GROUP(set, i) }
+#undef SX_KEEP_GROUP
     if (i < n) { /* the partial group, padded with -inf (+inf) */
-        for (int h = 0; h < 2; ++h) {
-            const __m256i mask = SX_MASK_256(n - i - h * SX_EXP_WIDTH); /* tile_transpose_impl.h */
-            const SX_VEC_T v = SX_VEC(maskload)(x + i + h * SX_EXP_WIDTH, mask);
-            lane_max[h] = SX_VEC(max)(SX_VEC(blendv)(lowest, v, SX_VEC(castsi256)(mask)),
-                                      lane_max[h]);
-            lane_min[h] = SX_VEC(min)(SX_VEC(blendv)(highest, v, SX_VEC(castsi256)(mask)),
-                                      lane_min[h]);
+        for (int h = 0; h < SX_GROUP_VECTORS; ++h) {
+            const ptrdiff_t count = n - i - h * SX_EXP_WIDTH;
+            maxima[set][h] = SX_VEC(max)(
+                SX_NAME(padded_load)(x + i + h * SX_EXP_WIDTH, count, lowest), maxima[set][h]);
+            minima[set][h] = SX_VEC(min)(
+                SX_NAME(padded_load)(x + i + h * SX_EXP_WIDTH, count, highest), minima[set][h]);
         }
     }
-    for (int h = 0; h < 2; ++h) {
-        lane_max[h] = SX_VEC(max)(other_max[h], lane_max[h]);
-        lane_min[h] = SX_VEC(xor)(SX_VEC(min)(other_min[h], lane_min[h]), sign);
+    for (int width = SX_MAX_SETS / 2; width > 0; width /= 2) {
+        for (int s = 0; s < width; ++s) {
+            for (int h = 0; h < SX_GROUP_VECTORS; ++h) {
+                maxima[s][h] = SX_VEC(max)(maxima[s + width][h], maxima[s][h]);
+                minima[s][h] = SX_VEC(min)(minima[s + width][h], minima[s][h]);
+            }
+        }
     }
-    *low = -SX_NAME(sx_pair_max)(lane_min[0], lane_min[1]);
-    return SX_NAME(sx_pair_max)(lane_max[0], lane_max[1]);
+    for (int h = 0; h < SX_GROUP_VECTORS; ++h) {
+        minima[0][h] = SX_VEC(xor)(minima[0][h], sign);
+    }
+    *low = -SX_NAME(sx_group_max)(minima[0]);
+    return SX_NAME(sx_group_max)(maxima[0]);
 #else
-    SX_T lane_max[SX_LANES], other_max[SX_LANES], lane_min[SX_LANES], other_min[SX_LANES];
-    for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
-        lane_max[j] = other_max[j] = -(SX_T)INFINITY;
-        lane_min[j] = other_min[j] = (SX_T)INFINITY;
-    }
-#define SX_KEEP_EXTREMES(maxima, minima, v)                  \
-    maxima[j] = (v) > maxima[j] ? (v) : maxima[j];           \
-    minima[j] = (v) < minima[j] ? (v) : minima[j];
-    ptrdiff_t i = 0;
-    for (; i + 2 * SX_LANES <= n; i += 2 * SX_LANES) {
-        SX_PRAGMA(omp simd)
+    SX_T maxima[SX_MAX_SETS][SX_LANES], minima[SX_MAX_SETS][SX_LANES];
+    for (int s = 0; s < SX_MAX_SETS; ++s) {
         for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
-            const SX_T a = x[i + j], b = x[i + SX_LANES + j];
-            SX_KEEP_EXTREMES(lane_max, lane_min, a)
-            SX_KEEP_EXTREMES(other_max, other_min, b)
+            maxima[s][j] = -(SX_T)INFINITY;
+            minima[s][j] = (SX_T)INFINITY;
         }
     }
-    if (i + SX_LANES <= n) {
+#define SX_KEEP_EXTREMES(s, v)                                  \
+    maxima[s][j] = (v) > maxima[s][j] ? (v) : maxima[s][j];     \
+    minima[s][j] = (v) < minima[s][j] ? (v) : minima[s][j];
+    for (; i + SX_MAX_SETS * SX_LANES <= n; i += SX_MAX_SETS * SX_LANES) {
+        for (int s = 0; s < SX_MAX_SETS; ++s) {
+            SX_PRAGMA(omp simd)
+            for (ptrdiff_t j = 0; j < SX_LANES; ++j) { SX_KEEP_EXTREMES(s, x[i + s * SX_LANES + j]) }
+        }
+    }
+    for (; i + SX_LANES <= n; i += SX_LANES, ++set) {
         SX_PRAGMA(omp simd)
-        for (ptrdiff_t j = 0; j < SX_LANES; ++j) { SX_KEEP_EXTREMES(lane_max, lane_min, x[i + j]) }
-        i += SX_LANES;
+        for (ptrdiff_t j = 0; j < SX_LANES; ++j) { SX_KEEP_EXTREMES(set, x[i + j]) }
     }
     if (i < n) {
         SX_T high[SX_LANES], lower[SX_LANES];
@@ -357,20 +384,27 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n, double *lo
         }
         SX_PRAGMA(omp simd)
         for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
-            lane_max[j] = high[j] > lane_max[j] ? high[j] : lane_max[j];
-            lane_min[j] = lower[j] < lane_min[j] ? lower[j] : lane_min[j];
+            maxima[set][j] = high[j] > maxima[set][j] ? high[j] : maxima[set][j];
+            minima[set][j] = lower[j] < minima[set][j] ? lower[j] : minima[set][j];
         }
     }
 #undef SX_KEEP_EXTREMES
-    SX_PRAGMA(omp simd)
-    for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
-        lane_max[j] = other_max[j] > lane_max[j] ? other_max[j] : lane_max[j];
-        lane_min[j] = -(other_min[j] < lane_min[j] ? other_min[j] : lane_min[j]);
+    for (int width = SX_MAX_SETS / 2; width > 0; width /= 2) {
+        for (int s = 0; s < width; ++s) {
+            SX_PRAGMA(omp simd)
+            for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
+                const SX_T top = maxima[s + width][j], bottom = minima[s + width][j];
+                maxima[s][j] = top > maxima[s][j] ? top : maxima[s][j];
+                minima[s][j] = bottom < minima[s][j] ? bottom : minima[s][j];
+            }
+        }
     }
-    *low = -SX_NAME(sx_lane_max)(lane_min);
-    return SX_NAME(sx_lane_max)(lane_max);
+    for (ptrdiff_t j = 0; j < SX_LANES; ++j) { minima[0][j] = -minima[0][j]; }
+    *low = -SX_NAME(sx_lane_max)(minima[0]);
+    return SX_NAME(sx_lane_max)(maxima[0]);
 #endif
 }
+#undef SX_MAX_SETS
 
 /* The exp argument of row_exp_sum and row_exp_excess. */
 #define SX_SHIFTED(a, b, c) ((a) - shift)
