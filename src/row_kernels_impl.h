@@ -259,8 +259,9 @@ _Static_assert(SX_GROUPS_PER_STEP * SX_LANES / SX_EXP_WIDTH <= SX_EXP_VECTORS_MA
  * both vectorise that select; clang leaves a scalar max reduction
  * unvectorised unless fast-math promises no NaN), in SX_MAX_SETS sets that
  * take the groups in turn, so that the dependent max instructions form that
- * many chains; the groups after the last whole turn go to the sets in turn,
- * the last partial one padded with -inf (+inf); then the sets are combined
+ * many chains; the whole groups after the last whole turn go to the sets
+ * in turn, and the last partial one, padded with -inf (+inf), to the last
+ * set (fixed sets, which stay in registers); then the sets are combined
  * as a tree (the upper half onto the lower half) and the lanes likewise
  * (the minima negated).  Max and min are exact, so the order changes no
  * result (only which zero a tie of -0 and +0 returns, the same in every
@@ -271,6 +272,7 @@ _Static_assert(SX_GROUPS_PER_STEP * SX_LANES / SX_EXP_WIDTH <= SX_EXP_VECTORS_MA
  * (Xeon, AVX-512, one process, same bits): softmax float32 (16384, 128)
  * 1.04-1.06 of the time, (4096, 1000) 0.96-1.0, (8, 1M) 0.98-1.0. */
 #define SX_MAX_SETS 2
+#define SX_LAST_SET (SX_MAX_SETS - 1)
 #if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
 /* row_max's running maxima and minima of one vector of lanes v:
  * MAX(v, m) is v > m ? v : m and MIN(v, m) is v < m ? v : m, the lane
@@ -301,15 +303,17 @@ SX_ALWAYS_INLINE SX_TARGET SX_VEC_T SX_NAME(padded_load)(const SX_T *p, ptrdiff_
 static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n, double *low)
 {
     const SX_T *x = (const SX_T *)xv;
-    ptrdiff_t i = 0, set = 0;
+    ptrdiff_t i = 0;
 #if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
     /* Each set's lanes in vectors in registers (SX_GROUP_VECTORS of them:
      * [0] lanes 0 to SX_EXP_WIDTH - 1, on AVX2 [1] the rest), where gcc took
      * the lane loop's arrays through the stack, and on AVX-512 split the
-     * two sets into two loops of one chain each.  Against the lane loop, one
-     * process, same bits: on the Xeon (AVX-512) softmax float32 (16384, 128)
-     * 0.96-0.97 of the time, log_softmax 0.90-0.92, logsumexp 0.91-0.97,
-     * (4096, 100) 0.97, (8, 1M) at two threads 0.81; on Zen 3 (AVX2) a row
+     * two sets into two loops of one chain each; a set indexed at run time
+     * would put them in memory again (fixed sets took 0.94 of the time at
+     * K = 128).  Against the lane loop, one process, same bits: on the Xeon
+     * (AVX-512) softmax float32 (16384, 128) 0.92-0.95 of the time,
+     * log_softmax 0.91-0.93, float64 0.96-0.98, (4096, 1000) 0.95-0.97,
+     * (8, 1M) at two threads 0.82-0.83; on Zen 3 (AVX2) a row
      * of 128 floats in cache 30 cycles instead of 44, softmax float32
      * (16384, 128) 0.94-0.96, (8, 1M) 0.88-0.92.  The harness holds it to
      * the lane loop bit for bit. */
@@ -330,15 +334,20 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n, double *lo
     for (; i + SX_MAX_SETS * SX_LANES <= n; i += SX_MAX_SETS * SX_LANES) {
         for (int s = 0; s < SX_MAX_SETS; ++s) { SX_KEEP_GROUP(s, i + s * SX_LANES) }
     }
-    for (; i + SX_LANES <= n; i += SX_LANES, ++set) { SX_KEEP_GROUP(set, i) }
+    for (int s = 0; s < SX_MAX_SETS - 1; ++s) {
+        if (i + SX_LANES <= n) {
+            SX_KEEP_GROUP(s, i)
+            i += SX_LANES;
+        }
+    }
 #undef SX_KEEP_GROUP
     if (i < n) { /* the partial group, padded with -inf (+inf) */
         for (int h = 0; h < SX_GROUP_VECTORS; ++h) {
             const ptrdiff_t count = n - i - h * SX_EXP_WIDTH;
-            maxima[set][h] = SX_VEC(max)(
-                SX_NAME(padded_load)(x + i + h * SX_EXP_WIDTH, count, lowest), maxima[set][h]);
-            minima[set][h] = SX_VEC(min)(
-                SX_NAME(padded_load)(x + i + h * SX_EXP_WIDTH, count, highest), minima[set][h]);
+            maxima[SX_LAST_SET][h] = SX_VEC(max)(
+                SX_NAME(padded_load)(x + i + h * SX_EXP_WIDTH, count, lowest), maxima[SX_LAST_SET][h]);
+            minima[SX_LAST_SET][h] = SX_VEC(min)(
+                SX_NAME(padded_load)(x + i + h * SX_EXP_WIDTH, count, highest), minima[SX_LAST_SET][h]);
         }
     }
     for (int width = SX_MAX_SETS / 2; width > 0; width /= 2) {
@@ -371,9 +380,12 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n, double *lo
             for (ptrdiff_t j = 0; j < SX_LANES; ++j) { SX_KEEP_EXTREMES(s, x[i + s * SX_LANES + j]) }
         }
     }
-    for (; i + SX_LANES <= n; i += SX_LANES, ++set) {
-        SX_PRAGMA(omp simd)
-        for (ptrdiff_t j = 0; j < SX_LANES; ++j) { SX_KEEP_EXTREMES(set, x[i + j]) }
+    for (int s = 0; s < SX_MAX_SETS - 1; ++s) {
+        if (i + SX_LANES <= n) {
+            SX_PRAGMA(omp simd)
+            for (ptrdiff_t j = 0; j < SX_LANES; ++j) { SX_KEEP_EXTREMES(s, x[i + j]) }
+            i += SX_LANES;
+        }
     }
     if (i < n) {
         SX_T high[SX_LANES], lower[SX_LANES];
@@ -384,8 +396,8 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n, double *lo
         }
         SX_PRAGMA(omp simd)
         for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
-            maxima[set][j] = high[j] > maxima[set][j] ? high[j] : maxima[set][j];
-            minima[set][j] = lower[j] < minima[set][j] ? lower[j] : minima[set][j];
+            maxima[SX_LAST_SET][j] = high[j] > maxima[SX_LAST_SET][j] ? high[j] : maxima[SX_LAST_SET][j];
+            minima[SX_LAST_SET][j] = lower[j] < minima[SX_LAST_SET][j] ? lower[j] : minima[SX_LAST_SET][j];
         }
     }
 #undef SX_KEEP_EXTREMES
@@ -405,6 +417,7 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n, double *lo
 #endif
 }
 #undef SX_MAX_SETS
+#undef SX_LAST_SET
 
 /* The exp argument of row_exp_sum and row_exp_excess. */
 #define SX_SHIFTED(a, b, c) ((a) - shift)
