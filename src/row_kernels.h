@@ -198,9 +198,11 @@ static const char *const sx_isa_names[] = {"portable", "avx2", "avx512"};
 #else
 #define SX_TARGET                                                                          \
     __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c,prefer-vector-width=512")))
-/* the same instructions on 256-bit vectors, for row_softmax_bwd (see there) */
+/* the same instructions on 256-bit vectors, for row_softmax_bwd_256 (see
+   row_softmax_bwd), in the tables sx_table_vjp256_* */
 #define SX_TARGET_256                                                                      \
     __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c,prefer-vector-width=256")))
+#define SX_VJP256_TABLES 1
 #endif
 #define SX_STREAM_STORES 1 /* 512-bit streaming stores (row_softmax_bwd_stream, ...) */
 #define SX_HALF_HW SX_HALF_HW_AVX512
@@ -236,6 +238,18 @@ static void sx_cpuid(unsigned leaf, unsigned subleaf, unsigned regs[4])
     for (int i = 0; i < 4; ++i) { regs[i] = (unsigned)r[i]; }
 }
 static unsigned long long sx_xgetbv0(void) { return _xgetbv(0); }
+#endif
+
+#if defined(SX_VJP256_TABLES)
+/* Whether the CPU is AMD's ("AuthenticAMD"), whose AVX-512 (Zen 4) takes
+   the softmax VJP faster on 256-bit vectors (row_softmax_bwd). */
+static int sx_cpu_is_amd(void)
+{
+    unsigned leaf0[4];
+    sx_cpuid(0, 0, leaf0);
+    return leaf0[1] == 0x68747541u /* Auth */ && leaf0[3] == 0x69746e65u /* enti */ &&
+           leaf0[2] == 0x444d4163u /* cAMD */;
+}
 #endif
 
 /* Highest level this CPU and OS can run (whatever this build compiled). */
@@ -347,6 +361,12 @@ static int sx_select_isa(int requested)
 #if defined(SX_X86_TARGETS)
     if (level >= SX_ISA_AVX512) {
         SX_USE_TABLES(avx512);
+#if defined(SX_VJP256_TABLES)
+        if (sx_cpu_is_amd()) {
+            sx_table_f32 = &sx_table_vjp256_f32_avx512;
+            sx_table_f64 = &sx_table_vjp256_f64_avx512;
+        }
+#endif
     } else if (level == SX_ISA_AVX2) {
         SX_USE_TABLES(avx2);
     }

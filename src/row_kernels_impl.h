@@ -598,28 +598,33 @@ static SX_TARGET double SX_NAME(row_dot)(const void *av, const void *bv, const v
 }
 
 /* softmax VJP: out = p * (g - <g, p>).  It re-reads the two rows that
- * row_dot has just streamed in, and where the instantiation offers
- * SX_TARGET_256 (AVX-512 with gcc) it is built for 256-bit vectors: on Zen 4,
- * one thread, rows of numpy's 16-byte-aligned arrays (every 64-byte access
- * then splits a cache line), 512-bit loads in both sweeps cost up to a third:
- * softmax_backward of (16384, 128) float64 1.38 -> 0.88 ms, float32 0.49 ->
- * 0.43 ms, (4096, 1000) float32 1.34 -> 1.01 ms; 64-byte-aligned rows
- * 0.83-1.04.  Other sweeps gained nothing at 256 bits (row_scale and
- * row_log_normalize 2-7 % slower, row_xent_grad even). */
+ * row_dot has just streamed in.  Where the instantiation offers
+ * SX_TARGET_256 (AVX-512 with gcc) it is also built for 256-bit vectors,
+ * row_softmax_bwd_256, which the tables sx_select_isa takes on AMD CPUs
+ * hold instead: on Zen 4, one thread, rows of numpy's 16-byte-aligned
+ * arrays (every 64-byte access then splits a cache line), 512-bit loads in
+ * both sweeps cost up to a third: softmax_backward of (16384, 128) float64
+ * 1.38 -> 0.88 ms, float32 0.49 -> 0.43 ms, (4096, 1000) float32 1.34 ->
+ * 1.01 ms; 64-byte-aligned rows 0.83-1.04 (other sweeps gained nothing at
+ * 256 bits there: row_scale and row_log_normalize 2-7 % slower, row_xent_grad
+ * even).  On the Xeon 512 bits did better, against 256 (one process, same
+ * bits, two runs): float64 (16384, 128) 0.92-0.95 of the time at 1 thread,
+ * float32 (4096, 1000) 0.94-0.99 at 1 thread and 0.96-1.04 at 2,
+ * (16384, 128) 0.98-1.02. */
+#define SX_SOFTMAX_BWD(name, TARGET)                                                       \
+    static TARGET void SX_NAME(name)(const void *pv, const void *gv, void *outv, ptrdiff_t n, \
+                                     double dot_d)                                         \
+    {                                                                                      \
+        const SX_T *p = (const SX_T *)pv, *g = (const SX_T *)gv, dot = (SX_T)dot_d;        \
+        SX_T *out = (SX_T *)outv;                                                          \
+        SX_PRAGMA(omp simd)                                                                \
+        for (ptrdiff_t i = 0; i < n; ++i) { out[i] = p[i] * (g[i] - dot); }                \
+    }
+SX_SOFTMAX_BWD(row_softmax_bwd, SX_TARGET)
 #ifdef SX_TARGET_256
-#define SX_TARGET_VJP SX_TARGET_256
-#else
-#define SX_TARGET_VJP SX_TARGET
+SX_SOFTMAX_BWD(row_softmax_bwd_256, SX_TARGET_256)
 #endif
-static SX_TARGET_VJP void SX_NAME(row_softmax_bwd)(const void *pv, const void *gv, void *outv,
-                                                   ptrdiff_t n, double dot_d)
-{
-    const SX_T *p = (const SX_T *)pv, *g = (const SX_T *)gv, dot = (SX_T)dot_d;
-    SX_T *out = (SX_T *)outv;
-#pragma omp simd
-    for (ptrdiff_t i = 0; i < n; ++i) { out[i] = p[i] * (g[i] - dot); }
-}
-#undef SX_TARGET_VJP
+#undef SX_SOFTMAX_BWD
 
 #if defined(SX_STREAM_STORES)
 /* out[i] for i in [0, n) by streaming (non-temporal) stores, which skip the
@@ -833,19 +838,26 @@ static SX_TARGET void SX_NAME(row_xent_grad)(const void *ev, const void *uv, con
 #include "col_kernels_impl.h"
 #undef SX_COUNT_T
 
-static const sx_table SX_NAME(sx_table) = {
-    SX_NAME(row_max),         SX_NAME(row_exp_sum),       SX_NAME(row_exp_excess),
-    SX_NAME(row_scale),
-    SX_NAME(row_log_normalize), SX_NAME(row_dot),
-    SX_NAME(row_softmax_bwd), SX_NAME(row_softmax_bwd_stream),
-    SX_NAME(row_log_normalize_stream), SX_NAME(row_scale_stream),
-    SX_NAME(row_log_softmax_bwd), SX_NAME(row_log_softmax_bwd_stream), SX_NAME(row_xent_grad),
-    SX_NAME(col_max),         SX_NAME(col_exp_sum),       SX_NAME(col_exp_excess),
-    SX_NAME(col_scale),
-    SX_NAME(col_log_normalize), SX_NAME(col_dot),
-    SX_NAME(col_softmax_bwd), SX_NAME(col_log_softmax_bwd),
-    SX_NAME(tile_transpose),
-};
+#define SX_TABLE(softmax_bwd)                                                        \
+    {                                                                                \
+        SX_NAME(row_max),         SX_NAME(row_exp_sum),       SX_NAME(row_exp_excess), \
+        SX_NAME(row_scale),                                                          \
+        SX_NAME(row_log_normalize), SX_NAME(row_dot),                                \
+        SX_NAME(softmax_bwd), SX_NAME(row_softmax_bwd_stream),                       \
+        SX_NAME(row_log_normalize_stream), SX_NAME(row_scale_stream),                \
+        SX_NAME(row_log_softmax_bwd), SX_NAME(row_log_softmax_bwd_stream), SX_NAME(row_xent_grad), \
+        SX_NAME(col_max),         SX_NAME(col_exp_sum),       SX_NAME(col_exp_excess), \
+        SX_NAME(col_scale),                                                          \
+        SX_NAME(col_log_normalize), SX_NAME(col_dot),                                \
+        SX_NAME(col_softmax_bwd), SX_NAME(col_log_softmax_bwd),                      \
+        SX_NAME(tile_transpose),                                                     \
+    }
+static const sx_table SX_NAME(sx_table) = SX_TABLE(row_softmax_bwd);
+#ifdef SX_TARGET_256
+/* the same with the softmax VJP on 256-bit vectors (see row_softmax_bwd) */
+static const sx_table SX_NAME(sx_table_vjp256) = SX_TABLE(row_softmax_bwd_256);
+#endif
+#undef SX_TABLE
 #undef SX_MASK_256
 #undef SX_EXP_WIDTH
 #undef SX_LANES
@@ -858,4 +870,5 @@ static const sx_table SX_NAME(sx_table) = {
 #undef SX_TAME_ROW
 #undef SX_EXPS_OF_KIND
 #undef SX_EXP_VECTORS_MAX
+#undef SX_GROUP_VECTORS
 #undef SX_GROUPS_PER_STEP

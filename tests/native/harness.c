@@ -732,6 +732,38 @@ static void check_streaming(const char *isa)
            mismatches, 0);
 }
 
+#if defined(SX_VJP256_TABLES)
+/* The AVX-512 tables for AMD CPUs (sx_table_vjp256_*) differ only in the
+   softmax VJP, built for 256-bit vectors: the very bits of the 512-bit one,
+   for rows of 1-200 values at every element offset within 64 bytes. */
+static void check_vjp256(void)
+{
+    enum { MAX_N = 200, PAD = 16 };
+    static float p32[MAX_N + PAD], g32[MAX_N + PAD], want32[MAX_N], got32[MAX_N];
+    static double p64[MAX_N + PAD], g64[MAX_N + PAD], want64[MAX_N], got64[MAX_N];
+    int mismatches = 0;
+    for (int i = 0; i < MAX_N + PAD; ++i) {
+        p32[i] = (float)uniform();
+        g32[i] = (float)normal();
+        p64[i] = uniform();
+        g64[i] = normal();
+    }
+    for (ptrdiff_t n = 1; n <= MAX_N; ++n) {
+        for (ptrdiff_t offset = 0; offset < PAD; ++offset) {
+            sx_table_f32_avx512.row_softmax_bwd(p32 + offset, g32 + offset, want32, n, 0.3);
+            sx_table_vjp256_f32_avx512.row_softmax_bwd(p32 + offset, g32 + offset, got32, n, 0.3);
+            sx_table_f64_avx512.row_softmax_bwd(p64 + offset, g64 + offset, want64, n, 0.3);
+            sx_table_vjp256_f64_avx512.row_softmax_bwd(p64 + offset, g64 + offset, got64, n, 0.3);
+            mismatches += memcmp(got32, want32, n * sizeof *want32) != 0;
+            mismatches += memcmp(got64, want64, n * sizeof *want64) != 0;
+        }
+    }
+    report(sx_table_vjp256_f32_avx512.row_softmax_bwd != sx_table_f32_avx512.row_softmax_bwd &&
+               mismatches == 0,
+           "avx512", "256-bit softmax VJP (AMD's tables) = 512-bit, bit for bit", mismatches, 0);
+}
+#endif
+
 /* The 16-bit row_scale_store_stream and row_log_normalize_stream write the
    very bits of row_scale_store and row_log_normalize, for both formats,
    rows of 1-200 values at every offset within 64 bytes (the partial lines
@@ -806,6 +838,9 @@ int main(int argc, char **argv)
             check_avx2_vector_exp((uint32_t)(level == best ? best_stride : lower_stride));
             check_avx2_dot();
         }
+#if defined(SX_VJP256_TABLES)
+        if (level == SX_ISA_AVX512) { check_vjp256(); }
+#endif
 #endif
     }
     printf("%d passed, %d failed\n", passed, failed);
