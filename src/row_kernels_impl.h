@@ -607,10 +607,12 @@ static SX_TARGET double SX_NAME(row_dot)(const void *av, const void *bv, const v
  * 1.38 -> 0.88 ms, float32 0.49 -> 0.43 ms, (4096, 1000) float32 1.34 ->
  * 1.01 ms; 64-byte-aligned rows 0.83-1.04 (other sweeps gained nothing at
  * 256 bits there: row_scale and row_log_normalize 2-7 % slower, row_xent_grad
- * even).  On the Xeon 512 bits did better, against 256 (one process, same
- * bits, two runs): float64 (16384, 128) 0.92-0.95 of the time at 1 thread,
- * float32 (4096, 1000) 0.94-0.99 at 1 thread and 0.96-1.04 at 2,
- * (16384, 128) 0.98-1.02. */
+ * even).  On the Xeon 512 bits did as well or better, against 256 (one
+ * process, same bits, three runs): float64 (16384, 128) 0.92-1.0 of the
+ * time at 1 thread, float32 (4096, 1000) 0.94-1.0 at 1 thread and
+ * 0.96-1.04 at 2, (16384, 128) 0.98-1.02, in cache (512, 128) 0.97-1.0
+ * (bench/primitives.c's rows of 1024 in L1/L2 went the other way,
+ * 1.06-1.11). */
 #define SX_SOFTMAX_BWD(name, TARGET)                                                       \
     static TARGET void SX_NAME(name)(const void *pv, const void *gv, void *outv, ptrdiff_t n, \
                                      double dot_d)                                         \
