@@ -313,10 +313,10 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n, double *lo
      * K = 128).  Against the lane loop, one process, same bits: on the Xeon
      * (AVX-512) softmax float32 (16384, 128) 0.92-0.95 of the time,
      * log_softmax 0.91-0.93, float64 0.96-0.98, (4096, 1000) 0.95-0.97,
-     * (8, 1M) at two threads 0.82-0.83; on Zen 3 (AVX2) a row
-     * of 128 floats in cache 30 cycles instead of 44, softmax float32
-     * (16384, 128) 0.94-0.96, (8, 1M) 0.88-0.92.  The harness holds it to
-     * the lane loop bit for bit. */
+     * (8, 1M) at two threads 0.82-0.83; on Zen 3 (AVX2) a row of 128
+     * floats in cache 30 cycles instead of 44, softmax float32 (16384, 128)
+     * 0.94-0.96, (8, 1M) 0.88-0.92.  The harness holds it to the lane loop
+     * bit for bit. */
     const SX_VEC_T lowest = SX_VEC(set1)(-(SX_T)INFINITY), highest = SX_VEC(set1)((SX_T)INFINITY);
     const SX_VEC_T sign = SX_VEC(set1)(-(SX_T)0);
     SX_VEC_T maxima[SX_MAX_SETS][SX_GROUP_VECTORS], minima[SX_MAX_SETS][SX_GROUP_VECTORS];
@@ -344,10 +344,11 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n, double *lo
     if (i < n) { /* the partial group, padded with -inf (+inf) */
         for (int h = 0; h < SX_GROUP_VECTORS; ++h) {
             const ptrdiff_t count = n - i - h * SX_EXP_WIDTH;
-            maxima[SX_LAST_SET][h] = SX_VEC(max)(
-                SX_NAME(padded_load)(x + i + h * SX_EXP_WIDTH, count, lowest), maxima[SX_LAST_SET][h]);
-            minima[SX_LAST_SET][h] = SX_VEC(min)(
-                SX_NAME(padded_load)(x + i + h * SX_EXP_WIDTH, count, highest), minima[SX_LAST_SET][h]);
+            const SX_T *start = x + i + h * SX_EXP_WIDTH;
+            maxima[SX_LAST_SET][h] =
+                SX_VEC(max)(SX_NAME(padded_load)(start, count, lowest), maxima[SX_LAST_SET][h]);
+            minima[SX_LAST_SET][h] =
+                SX_VEC(min)(SX_NAME(padded_load)(start, count, highest), minima[SX_LAST_SET][h]);
         }
     }
     for (int width = SX_MAX_SETS / 2; width > 0; width /= 2) {
@@ -377,7 +378,9 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n, double *lo
     for (; i + SX_MAX_SETS * SX_LANES <= n; i += SX_MAX_SETS * SX_LANES) {
         for (int s = 0; s < SX_MAX_SETS; ++s) {
             SX_PRAGMA(omp simd)
-            for (ptrdiff_t j = 0; j < SX_LANES; ++j) { SX_KEEP_EXTREMES(s, x[i + s * SX_LANES + j]) }
+            for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
+                SX_KEEP_EXTREMES(s, x[i + s * SX_LANES + j])
+            }
         }
     }
     for (int s = 0; s < SX_MAX_SETS - 1; ++s) {
@@ -394,10 +397,11 @@ static SX_TARGET double SX_NAME(row_max)(const void *xv, ptrdiff_t n, double *lo
             high[j] = i + j < n ? x[i + j] : -(SX_T)INFINITY;
             lower[j] = i + j < n ? x[i + j] : (SX_T)INFINITY;
         }
+        SX_T *last_max = maxima[SX_LAST_SET], *last_min = minima[SX_LAST_SET];
         SX_PRAGMA(omp simd)
         for (ptrdiff_t j = 0; j < SX_LANES; ++j) {
-            maxima[SX_LAST_SET][j] = high[j] > maxima[SX_LAST_SET][j] ? high[j] : maxima[SX_LAST_SET][j];
-            minima[SX_LAST_SET][j] = lower[j] < minima[SX_LAST_SET][j] ? lower[j] : minima[SX_LAST_SET][j];
+            last_max[j] = high[j] > last_max[j] ? high[j] : last_max[j];
+            last_min[j] = lower[j] < last_min[j] ? lower[j] : last_min[j];
         }
     }
 #undef SX_KEEP_EXTREMES
