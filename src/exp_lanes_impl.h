@@ -301,41 +301,31 @@ SX_ALWAYS_INLINE SX_TARGET float SX_NAME(sx_vector_max)(__m256 eight)
 #endif
 #endif
 
-/* acc[0] + ... + acc[SX_LANES - 1] as a tree: the upper half of the lanes
- * added onto the lower half, then the upper half of those, down to one
- * (((a0 + a8) + (a4 + a12)) + ((a2 + a10) + ...)) for 16 lanes).  AVX-512
- * and AVX2 add the same pairs, in vector registers. */
-SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_sum)(SX_T *acc)
-{
-#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512 && SX_F64
-    const __m512d all = _mm512_loadu_pd(acc);
-    return SX_NAME(sx_vector_sum)(
-        _mm256_add_pd(_mm512_castpd512_pd256(all), _mm512_extractf64x4_pd(all, 1)));
-#elif SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
-    const __m512 all = _mm512_loadu_ps(acc);
-    return SX_NAME(sx_vector_sum)(
-        _mm256_add_ps(_mm512_castps512_ps256(all), _mm512_extractf32x8_ps(all, 1)));
-#elif SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
-    return SX_NAME(sx_vector_sum)(SX_VEC(add)(SX_VEC(loadu)(acc),
-                                               SX_VEC(loadu)(acc + SX_LANES / 2)));
-#else
-    SX_UNROLL(8)
-    for (ptrdiff_t width = SX_LANES / 2; width > 0; width /= 2) {
-        SX_UNROLL(16)
-        for (ptrdiff_t j = 0; j < width; ++j) { acc[j] += acc[j + width]; }
-    }
-    return acc[0];
-#endif
-}
-
 #if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
 /* Vectors of the exp's width per group of SX_LANES values: two on AVX2,
  * one on AVX-512. */
 #define SX_GROUP_VECTORS (SX_LANES / SX_EXP_WIDTH)
 
+/* The sum of the SX_LANES lanes of one group held in vectors as a tree: the
+ * upper half of the lanes added onto the lower half, then the upper half of
+ * those, down to one (((a0 + a8) + (a4 + a12)) + ((a2 + a10) + ...)) for 16
+ * lanes); group[0] holds lanes 0 to SX_EXP_WIDTH - 1, group[1] (AVX2) the
+ * rest.  AVX-512 and AVX2 add the same pairs. */
+SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_group_sum)(const SX_VEC_T *group)
+{
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512 && SX_F64
+    return SX_NAME(sx_vector_sum)(
+        _mm256_add_pd(_mm512_castpd512_pd256(group[0]), _mm512_extractf64x4_pd(group[0], 1)));
+#elif SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
+    return SX_NAME(sx_vector_sum)(
+        _mm256_add_ps(_mm512_castps512_ps256(group[0]), _mm512_extractf32x8_ps(group[0], 1)));
+#else
+    return SX_NAME(sx_vector_sum)(SX_VEC(add)(group[0], group[1]));
+#endif
+}
+
 /* The largest of the SX_LANES lanes of one group held in vectors, which
- * hold no NaN: group[0] holds lanes 0 to SX_EXP_WIDTH - 1, group[1] (AVX2)
- * the rest; the upper half onto the lower half, as sx_lane_sum adds. */
+ * hold no NaN, paired as sx_group_sum adds them. */
 SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_group_max)(const SX_VEC_T *group)
 {
 #if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512 && SX_F64
@@ -349,6 +339,25 @@ SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_group_max)(const SX_VEC_T *group)
 #endif
 }
 #endif
+
+/* acc[0] + ... + acc[SX_LANES - 1] as a tree, as sx_group_sum adds them. */
+SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(sx_lane_sum)(SX_T *acc)
+{
+#if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
+    SX_VEC_T group[SX_GROUP_VECTORS];
+    for (ptrdiff_t h = 0; h < SX_GROUP_VECTORS; ++h) {
+        group[h] = SX_VEC(loadu)(acc + h * SX_EXP_WIDTH);
+    }
+    return SX_NAME(sx_group_sum)(group);
+#else
+    SX_UNROLL(8)
+    for (ptrdiff_t width = SX_LANES / 2; width > 0; width /= 2) {
+        SX_UNROLL(16)
+        for (ptrdiff_t j = 0; j < width; ++j) { acc[j] += acc[j + width]; }
+    }
+    return acc[0];
+#endif
+}
 
 #if SX_VECTOR_EXP == SX_VECTOR_EXP_NONE
 /* The largest of acc[0..SX_LANES), which hold no NaN, as a tree like

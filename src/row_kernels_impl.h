@@ -284,6 +284,16 @@ SX_ALWAYS_INLINE SX_TARGET void SX_NAME(keep_extremes)(SX_VEC_T v, SX_VEC_T *max
     *minima = SX_VEC(min)(v, *minima);
 }
 
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
+/* The mask of the lanes below count (all when count >= SX_EXP_WIDTH, none
+ * when count <= 0). */
+SX_ALWAYS_INLINE SX_TARGET unsigned SX_NAME(lanes_below)(ptrdiff_t count)
+{
+    const unsigned lanes = count <= 0 ? 0u : (unsigned)SX_MIN(count, SX_EXP_WIDTH);
+    return (1u << lanes) - 1u;
+}
+#endif
+
 /* The `count` values from p (a whole vector when count >= SX_EXP_WIDTH,
  * none when count <= 0), `fill` in the other lanes, whose memory is not
  * read. */
@@ -291,8 +301,7 @@ SX_ALWAYS_INLINE SX_TARGET SX_VEC_T SX_NAME(padded_load)(const SX_T *p, ptrdiff_
                                                         SX_VEC_T fill)
 {
 #if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
-    const unsigned lanes = count <= 0 ? 0u : (unsigned)SX_MIN(count, SX_EXP_WIDTH);
-    return SX_VEC(mask_loadu)(fill, (1u << lanes) - 1u, p);
+    return SX_VEC(mask_loadu)(fill, SX_NAME(lanes_below)(count), p);
 #else
     const __m256i mask = SX_MASK_256(count); /* tile_transpose_impl.h */
     return SX_VEC(blendv)(fill, SX_VEC(maskload)(p, mask), SX_VEC(castsi256)(mask));
@@ -504,9 +513,9 @@ static SX_TARGET void SX_NAME(row_log_normalize)(const void *xv, void *outv, ptr
     for (ptrdiff_t i = 0; i < n; ++i) { out[i] = (x[i] - shift) - log_sum; }
 }
 
-#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
-/* row_dot without c on AVX2 keeps its accumulators in registers; see
- * row_dot.  acc plus the SX_EXP_WIDTH terms from i: (a_i - shift) * b_i by
+#if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
+/* row_dot without c keeps its accumulators in registers; see row_dot.
+ * acc plus the SX_EXP_WIDTH terms from i: (a_i - shift) * b_i by
  * multiply-adds, or a_i - shift for a NULL b. */
 SX_ALWAYS_INLINE SX_TARGET SX_VEC_T SX_NAME(dot_step)(SX_VEC_T acc, const SX_T *a, const SX_T *b,
                                                      ptrdiff_t i, SX_VEC_T shift)
@@ -516,56 +525,69 @@ SX_ALWAYS_INLINE SX_TARGET SX_VEC_T SX_NAME(dot_step)(SX_VEC_T acc, const SX_T *
     return SX_VEC(fmadd)(shifted, SX_VEC(loadu)(b + i), acc);
 }
 
-/* acc plus the terms of the `count` values left from i (fewer than
- * SX_EXP_WIDTH; none when count <= 0): rounded products, then added, in the
- * lanes below count, and 0 in the others, as the lane loop's zero-padded,
- * masked last group gives them. */
+/* acc plus the terms of the `count` values left from i (a whole vector's
+ * when count >= SX_EXP_WIDTH, none when count <= 0): rounded products, then
+ * added, in the lanes below count, and 0 in the others, as the lane loop's
+ * zero-padded, masked last group gives them. */
 SX_ALWAYS_INLINE SX_TARGET SX_VEC_T SX_NAME(dot_last_step)(SX_VEC_T acc, const SX_T *a,
                                                           const SX_T *b, ptrdiff_t i,
                                                           ptrdiff_t count, SX_VEC_T shift)
 {
-    const __m256i mask = SX_MASK_256(count); /* tile_transpose_impl.h */
-    SX_VEC_T terms = SX_VEC(sub)(SX_VEC(maskload)(a + i, mask), shift);
-    if (b != NULL) { terms = SX_VEC(mul)(terms, SX_VEC(maskload)(b + i, mask)); }
-    return SX_VEC(add)(acc, SX_VEC(and)(terms, SX_VEC(castsi256)(mask)));
+    const SX_VEC_T zero = SX_VEC(setzero)();
+    SX_VEC_T terms = SX_VEC(sub)(SX_NAME(padded_load)(a + i, count, zero), shift);
+    if (b != NULL) { terms = SX_VEC(mul)(terms, SX_NAME(padded_load)(b + i, count, zero)); }
+#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX512
+    terms = SX_VEC(maskz_mov)(SX_NAME(lanes_below)(count), terms);
+#else
+    terms = SX_VEC(and)(terms, SX_VEC(castsi256)(SX_MASK_256(count))); /* tile_transpose_impl.h */
+#endif
+    return SX_VEC(add)(acc, terms);
 }
 
 /* The lane sum of one block [start, end) of row_dot without c: its
- * SX_LANES lanes in two vectors, lanes 0 to SX_EXP_WIDTH - 1 and the rest. */
+ * SX_LANES lanes in SX_GROUP_VECTORS vectors, as the lane loop holds them. */
 SX_ALWAYS_INLINE SX_TARGET SX_T SX_NAME(block_dot)(const SX_T *a, const SX_T *b, ptrdiff_t start,
                                                   ptrdiff_t end, SX_VEC_T shift)
 {
-    SX_VEC_T low = SX_VEC(setzero)(), high = SX_VEC(setzero)();
+    SX_VEC_T lanes[SX_GROUP_VECTORS];
+    for (ptrdiff_t h = 0; h < SX_GROUP_VECTORS; ++h) { lanes[h] = SX_VEC(setzero)(); }
     ptrdiff_t i = start;
     for (; i + SX_LANES <= end; i += SX_LANES) {
-        low = SX_NAME(dot_step)(low, a, b, i, shift);
-        high = SX_NAME(dot_step)(high, a, b, i + SX_EXP_WIDTH, shift);
+        for (ptrdiff_t h = 0; h < SX_GROUP_VECTORS; ++h) {
+            lanes[h] = SX_NAME(dot_step)(lanes[h], a, b, i + h * SX_EXP_WIDTH, shift);
+        }
     }
     if (i < end) {
-        low = SX_NAME(dot_last_step)(low, a, b, i, end - i, shift);
-        high = SX_NAME(dot_last_step)(high, a, b, i + SX_EXP_WIDTH, end - i - SX_EXP_WIDTH, shift);
+        for (ptrdiff_t h = 0; h < SX_GROUP_VECTORS; ++h) {
+            lanes[h] = SX_NAME(dot_last_step)(lanes[h], a, b, i + h * SX_EXP_WIDTH,
+                                              end - i - h * SX_EXP_WIDTH, shift);
+        }
     }
-    return SX_NAME(sx_vector_sum)(SX_VEC(add)(low, high));
+    return SX_NAME(sx_group_sum)(lanes);
 }
 #endif
 
 /* sum_i (a_i - shift) * b_i * c_i, a NULL b or c counting as ones.  The shift
  * comes off before the products, so that huge logits keep their digits.
- * On AVX2, without c (softmax's <g, p>, log_softmax's sum g: every backward
- * row), the lane loop's accumulators are two vectors in registers
- * (block_dot) where the loop keeps an array: the same shape and order of
+ * With a vector exp, without c (softmax's <g, p>, log_softmax's sum g: every
+ * backward row), the lane loop's accumulators are SX_GROUP_VECTORS vectors
+ * in registers (block_dot) where the loop keeps an array, which gcc passes
+ * through the stack at the end of each block: the same shape and order of
  * additions, the whole groups' products by multiply-adds (as gcc contracts
  * the loop; clang did not) and the last group's rounded, and the harness
- * holds it to a reference written value by value.  In cache (Zen 3,
- * bench/primitives.c, best of 5) rows of 100 / 128 took 0.83-0.91 of the
- * time, rows of 1024 0.97-0.99; softmax_backward (4096, 100) float32
- * 0.88 end to end, rows of 128 0.95-1.0. */
+ * holds it to a reference written value by value.  AVX2 in cache (Zen 3,
+ * bench/primitives.c, best of 5): rows of 100 / 128 took 0.83-0.91 of the
+ * time, rows of 1024 0.97-0.99; softmax_backward (4096, 100) float32 0.88
+ * end to end, rows of 128 0.95-1.0.  AVX-512 on the Xeon (one process,
+ * same bits, three runs): softmax_backward float32 (512, 128) 0.91-0.98,
+ * (16384, 128) 0.98-1.0 and (4096, 1000) 0.99 at 1 thread, (4096, 1000)
+ * 0.96-1.0 at 2; float64 and other shapes 0.97-1.03. */
 static SX_TARGET double SX_NAME(row_dot)(const void *av, const void *bv, const void *cv, ptrdiff_t n,
                                          double shift_d)
 {
     const SX_T *a = (const SX_T *)av, *b = (const SX_T *)bv, *c = (const SX_T *)cv;
     const SX_T shift = (SX_T)shift_d;
-#if SX_VECTOR_EXP == SX_VECTOR_EXP_AVX2
+#if SX_VECTOR_EXP != SX_VECTOR_EXP_NONE
     if (b == NULL || c == NULL) {
         const SX_T *other = b == NULL ? c : b;
         const SX_VEC_T shift_vector = SX_VEC(set1)(shift);
