@@ -43,7 +43,9 @@ TOLERANCE = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("smoothing", [0.0, 0.25, 1.0])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("K", [9, 50])  # short rows (transposed tiles) and whole rows
+# short rows (transposed tiles), whole rows in groups (xent_tile), rows too
+# long for a group one at a time
+@pytest.mark.parametrize("K", [9, 50, 600])
 def test_cross_entropy_matches_reference(rng, dtype, kind, weighted, smoothing, reduction, K):
     z, y, probs, w = _problem(rng, N=70, K=K)
     target = y if kind == "index" else probs.astype(dtype)
