@@ -6,7 +6,7 @@
 # two shapes, chosen by which axis is contiguous in memory:
 #   rows: (rows, K) with the reduced axis K contiguous; rows at any stride.
 #   cols: (outer, K, inner) with `inner` contiguous and K strided; reduced
-#         vertically over column strips of SX_STRIP columns, no transpose.
+#         vertically over column strips of up to SX_STRIP columns, no transpose.
 # Kernels write into preallocated outputs, return nothing and never touch
 # Python objects inside the parallel loops; every prange gets num_threads
 # explicitly (resolved by the caller in the calling thread).
@@ -207,6 +207,28 @@ cdef enum:
     # wide tiles (long contiguous runs per strided row) matter more than
     # fitting in L2.
     STAGE_BYTES = 1024 * 1024
+    # Transposed tiles hold at most TILE_WIDTH short rows.  Unit-stride
+    # strips are staged, at most TILE_WIDTH columns wide, only when those
+    # columns span at most TILE_BYTES_IN_L1 (short K: the strip then stays
+    # in L1 from sweep to sweep); longer ones are swept in place, up to
+    # SX_STRIP columns wide (halved down to TILE_WIDTH while there are
+    # fewer than TILES_PER_THREAD strips per thread), the longer contiguous
+    # runs per strided row letting the hardware prefetch.  Against strips
+    # of at most 256 columns, all staged (new / old time on the Xeon, one
+    # process, same bits), axis 0 of (1000, 4096) at 1 / 2 threads:
+    # softmax_backward float32 0.69-0.72 / 0.68-0.72, float64 0.62-0.63 /
+    # 0.51-0.54, log_softmax_backward float32 - / 0.69-0.71, softmax
+    # float32 0.81-0.82 / 0.81-0.83, float64 0.86-0.90 / -, logsumexp
+    # float32 0.76 / -, log_softmax float64 1.05-1.10 / 0.86-0.87 (the one
+    # loss: three sweeps of 8 KiB runs from L3 where the stage kept two in
+    # L2); softmax float32 (10000, 400) 0.51 / 0.30, (100, 40000) 0.79 / -,
+    # (64, 250000) - / 0.93.  Transposed tiles of 1024 short rows instead of
+    # 256 made softmax of (65536, 10) 1.17-1.34x slower, and strips of 1024
+    # unstaged columns (16, 1000000) 1.21x: hence TILE_WIDTH and
+    # TILE_BYTES_IN_L1.
+    TILE_WIDTH = 256
+    TILE_BYTES_IN_L1 = 32 * 1024
+    TILES_PER_THREAD = 4
     # Short rows per transposed cross-entropy tile.  Zen 3, cross_entropy +
     # grad, new / old time: (65536, 10) 0.94-1.00 with 256 rows against 64,
     # (65536, 25) 0.95-0.96; 128 rows 0.98-1.01.
@@ -798,11 +820,13 @@ cdef void tiles_kernel(int op, const floating *x, Py_ssize_t xo, Py_ssize_t xk, 
     """All five operations reducing over k, for elements x[o*xo + k*xk + j*xj]
     (likewise g, out; lse[o*lo + j*lj]), as (K, w) tiles spread over threads.
 
-    Tiles go through a per-thread scratch of at most STAGE_BYTES per operand
-    (see strip_kernel and transposed_tile), w shrinking as K grows; when even
-    a 16-column tile does not fit, unit-stride columns are reduced without
-    it.  Without memory for a scratch, short rows (non-unit columns, which
-    only rows views have: k is contiguous there) fall back to whole_rows.
+    Transposed tiles (non-unit columns), and unit-stride strips whose
+    TILE_WIDTH columns span at most TILE_BYTES_IN_L1, go through a
+    per-thread scratch of at most STAGE_BYTES per operand (see strip_kernel
+    and transposed_tile), w shrinking as K grows; other unit-stride strips
+    are read in place, up to SX_STRIP columns wide (see TILE_WIDTH).
+    Without memory for a scratch, short rows (non-unit columns, which only
+    rows views have: k is contiguous there) fall back to whole_rows.
     """
     cdef const sx_table *t = table_for(x)
     cdef Py_ssize_t width = SX_STRIP, tiles, it, o, j0, w
@@ -812,10 +836,13 @@ cdef void tiles_kernel(int op, const floating *x, Py_ssize_t xo, Py_ssize_t xk, 
     # any other column stride (short rows of a rows view, whose "columns" are
     # rows) goes through transposed tiles, each operand with its own strides.
     cdef bint unit_columns = xj == 1 and (g == NULL or gj == 1) and (out == NULL or oj == 1)
-    cdef bint staged = bytes_per_column * 16 <= STAGE_BYTES or not unit_columns
+    cdef bint staged = bytes_per_column * TILE_WIDTH <= TILE_BYTES_IN_L1 or not unit_columns
     cdef floating *scratch = NULL
     if staged:
-        width = min(SX_STRIP, max(16, STAGE_BYTES // bytes_per_column // 16 * 16))
+        width = min(TILE_WIDTH, max(16, STAGE_BYTES // bytes_per_column // 16 * 16))
+    while width > TILE_WIDTH and outer * ((inner + width - 1) // width) < \
+            TILES_PER_THREAD * num_threads:
+        width //= 2
     tiles = (inner + width - 1) // width
     with parallel(num_threads=num_threads):
         scratch = <floating *>malloc(operands * K * width * sizeof(floating)) if staged else NULL

@@ -61,7 +61,7 @@ cdef void half_rows_tile(const sx_table *t, const sx_half_table *h, int op,
                          const uint16_t *x, Py_ssize_t ldx, const uint16_t *g, Py_ssize_t ldg,
                          uint16_t *out, Py_ssize_t ldo, float *lse, Py_ssize_t n, Py_ssize_t K,
                          float *scratch, Py_ssize_t capacity) noexcept nogil:
-    """`op` on n rows of K values, n * K <= capacity (n <= SX_STRIP when
+    """`op` on n rows of K values, n * K <= capacity (n <= TILE_WIDTH when
     K < SHORT_ROW), through a scratch of 2 * capacity floats (4 * capacity
     for K < SHORT_ROW: the transposed tile follows)."""
     cdef float *xs = scratch
@@ -226,7 +226,7 @@ def rows_half(*, int op, int fmt, const uint16_t[:, :] x not None,
     if K > SX_CHUNK:
         per_tile = 1
     elif K < SHORT_ROW:
-        per_tile = min(SX_STRIP, SX_CHUNK // K)
+        per_tile = min(TILE_WIDTH, SX_CHUNK // K)
     else:
         per_tile = max(1, HALF_TILE // K)
     tiles = (n_rows + per_tile - 1) // per_tile
@@ -257,7 +257,7 @@ def cols_half(*, int op, int fmt, const uint16_t[:, :, :] x not None,
               const uint16_t[:, :, :] grad=None, uint16_t[:, :, :] out=None,
               float[:, :] lse=None, int num_threads):
     """`cols` for 16-bit storage (see rows_half).  Each thread holds a float32
-    (K, w) tile per operand, 16 <= w <= SX_STRIP: the caller keeps K moderate
+    (K, w) tile per operand, 16 <= w <= TILE_WIDTH: the caller keeps K moderate
     (large K is better served by a rows layout)."""
     cdef Py_ssize_t size = sizeof(uint16_t)
     cdef Py_ssize_t outer = x.shape[0], K = x.shape[1], inner = x.shape[2]
@@ -294,7 +294,7 @@ def cols_half(*, int op, int fmt, const uint16_t[:, :, :] x not None,
         if lse is not None:
             lse[:, :] = -INFINITY
         return
-    width = min(SX_STRIP, max(16, 2 * SX_CHUNK // K))
+    width = min(TILE_WIDTH, max(16, 2 * SX_CHUNK // K))
     tiles = (inner + width - 1) // width
     with nogil, parallel(num_threads=num_threads):
         xs = <float *>malloc(2 * K * width * sizeof(float))

@@ -35,8 +35,9 @@
    unit in which a long row is split between threads. */
 #define SX_BLOCK 512
 #define SX_CHUNK 16384
-/* Columns per strip of the vertical (strided-axis) kernels. */
-#define SX_STRIP 256
+/* Columns per strip of the vertical (strided-axis) kernels, at most (see
+ * TILE_WIDTH in _kernels.pyx). */
+#define SX_STRIP 1024
 
 #define SX_MIN(a, b) ((a) < (b) ? (a) : (b))
 

@@ -14,7 +14,7 @@
 # the dot product <g, p> (softmax) or sum(g) (log_softmax).
 #
 # Views are (outer, K, inner): a contiguous K when inner == 1 (row
-# primitives), else column strips of SX_STRIP contiguous columns reduced down
+# primitives), else column strips of TILE_WIDTH contiguous columns reduced down
 # a strided K (column primitives).  Statistics and parameters are float64,
 # (outer, inner, columns), C-contiguous.
 
@@ -42,10 +42,10 @@ cdef void row_split_stats(const sx_table *t, int op, const floating *x, const fl
 cdef void strip_split_stats(const sx_table *t, int op, const floating *x, Py_ssize_t ldx,
                             const floating *g, Py_ssize_t ldg, Py_ssize_t K, Py_ssize_t w,
                             double *stats, Py_ssize_t columns) noexcept nogil:
-    cdef floating m[SX_STRIP]
-    cdef floating shift[SX_STRIP]
-    cdef double total[SX_STRIP]
-    cdef double ties[SX_STRIP]
+    cdef floating m[TILE_WIDTH]
+    cdef floating shift[TILE_WIDTH]
+    cdef double total[TILE_WIDTH]
+    cdef double ties[TILE_WIDTH]
     cdef Py_ssize_t j
     if is_backward(op):
         t.col_dot(g, ldg, x if op == SOFTMAX_BACKWARD else NULL, ldx, K, w, total,
@@ -79,9 +79,9 @@ cdef void row_split_finish(const sx_table *t, int op, const floating *x, const f
 cdef void strip_split_finish(const sx_table *t, int op, const floating *x, Py_ssize_t ldx,
                              const floating *g, Py_ssize_t ldg, floating *out, Py_ssize_t ldo,
                              Py_ssize_t K, Py_ssize_t w, const double *params) noexcept nogil:
-    cdef floating shift[SX_STRIP]
-    cdef floating param[SX_STRIP]
-    cdef double unused_sum[SX_STRIP]
+    cdef floating shift[TILE_WIDTH]
+    cdef floating param[TILE_WIDTH]
+    cdef double unused_sum[TILE_WIDTH]
     cdef Py_ssize_t j
     for j in range(w):
         shift[j] = <floating>params[j * SPLIT_PARAMS]
@@ -113,7 +113,7 @@ cdef void split_kernel(bint finish, int op, const floating *x, Py_ssize_t xo, Py
     cdef const sx_table *t = table_for(x)
     cdef bint contiguous_rows = inner == 1 and (K == 1 or (
         xk == 1 and (g == NULL or gk == 1) and (out == NULL or ok == 1)))
-    cdef Py_ssize_t tiles = (inner + SX_STRIP - 1) // SX_STRIP
+    cdef Py_ssize_t tiles = (inner + TILE_WIDTH - 1) // TILE_WIDTH
     cdef Py_ssize_t it, o, j0, w
     cdef bint ahead = fetch_ahead(K, sizeof(floating))
     cdef const floating *next_row
@@ -129,8 +129,8 @@ cdef void split_kernel(bint finish, int op, const floating *x, Py_ssize_t xo, Py
         return
     for it in prange(outer * tiles, schedule="static", num_threads=num_threads):
         o = it // tiles
-        j0 = (it % tiles) * SX_STRIP
-        w = min(<Py_ssize_t>SX_STRIP, inner - j0)
+        j0 = (it % tiles) * TILE_WIDTH
+        w = min(<Py_ssize_t>TILE_WIDTH, inner - j0)
         if finish:
             strip_split_finish(t, op, x + o * xo + j0, xk, at(g, o * go + j0), gk,
                                <floating *>at(out, o * oo + j0), ok, K, w,

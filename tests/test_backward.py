@@ -15,7 +15,7 @@ import reference as ref
 from conftest import assert_close, bits
 from layouts import LAYOUTS, in_layout
 
-SHAPES_AXES = [((17,), 0), ((13, 40), 0), ((13, 40), -1), ((70, 5), 1), ((37, 19), 1),
+SHAPES_AXES = [((17,), 0), ((13, 40), 0), ((40, 300), 0), ((13, 40), -1), ((70, 5), 1), ((37, 19), 1),
                ((4, 5, 33), 1), ((2, 3, 4, 37), 2), ((2, 3, 4, 37), None), ((3, 70000), -1)]
 
 

@@ -16,6 +16,7 @@ SHAPES_AXES = [
     ((13, 40), 1),
     ((13, 40), -1),
     ((13, 40), None),
+    ((40, 300), 0),  # a strided axis long enough to be swept in place (tiles_kernel)
     ((70, 5), -1),  # short rows: transposed tiles
     ((37, 19), -1),  # short rows, transposed in vector blocks with edges both ways
     ((4, 5, 33), 0),
@@ -320,9 +321,11 @@ def test_results_are_bitwise_identical_across_threads_shapes():
     from softmax_ext import _threads
 
     rng = np.random.default_rng(5)
-    # each at least 8 x 32768 elements, so that every thread count asked for is used
+    # each at least 8 x 32768 elements, so that every thread count asked for is used;
+    # (60, 5000) along axis 0 is swept in strips of 1024, 512 and 256 columns
+    # at 1, 2 and 3 or more threads (tiles_kernel's TILES_PER_THREAD)
     cases = [((16, 40000), -1), ((3, 100_000), -1), ((30000, 10), -1), ((4000, 70), 0),
-             ((2100, 129), -1), ((60, 64, 70), 1)]
+             ((2100, 129), -1), ((60, 64, 70), 1), ((60, 5000), 0)]
     for shape, axis in cases:
         assert _threads.resolve_num_threads(8, int(np.prod(shape))) == 8
         x = (rng.standard_normal(shape) * 3).astype(np.float32)
