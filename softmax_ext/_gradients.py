@@ -232,6 +232,8 @@ def _targets(target: ArrayLike, N: int, K: int, dtype: np.dtype, weight: Optiona
 def _rows_contiguous(a: np.ndarray) -> np.ndarray:
     """(N, K) `a` as the row kernels take it: viewed when its layout allows
     (the rows plan of _layout), else a C copy."""
+    if a.flags.c_contiguous and a.flags.aligned:
+        return a
     view = Plan(axes=(1,), outer=(0,), inner=()).view(a)
     return view if view is not None else np.array(a, order="C")
 
@@ -239,7 +241,7 @@ def _rows_contiguous(a: np.ndarray) -> np.ndarray:
 def _reduce(loss_rows: np.ndarray, reduction: str, denominator: float, dtype: np.dtype) -> Loss:
     if reduction == "none":
         return loss_rows.astype(dtype)
-    total = float(np.sum(loss_rows))  # one fixed order, whatever the threads
+    total = float(loss_rows.sum())  # one fixed order (numpy's pairwise), whatever the threads
     if reduction == "mean":
         total = total / denominator if denominator != 0 else math.nan
     scalar: np.floating = dtype.type(total)
