@@ -27,9 +27,9 @@
  *             scalar formula it vectorises (sx_exp), NaNs included: every
  *             float32 pattern (or every stride-th), float64 values over the
  *             clamp range and past it;
- *   avx2 dot  (x86-64, gcc/clang) the AVX2 row_dot of one and two operands,
- *             which keeps its lanes in registers, gives the bits of its
- *             reduction shape written out value by value.
+ *   dot       (x86-64, gcc/clang) the AVX2 and AVX-512 row_dot of one and
+ *             two operands, which keeps its lanes in registers, gives the
+ *             bits of its reduction shape written out value by value.
  * The last line is "N passed, M failed"; the exit status is 1 on any failure.
  * Usage: harness [--best-exp-stride S] [--exp-stride S]
  *   the float32 exp sweep checks every S-th float: S = 1 (every float) for the
@@ -457,7 +457,7 @@ static SX_TARGET_AVX2 uint64_t avx2_tame_exp_mismatches(uint32_t stride)
 DOT_REFERENCE(float, dot_reference_f32, fmaf)
 DOT_REFERENCE(double, dot_reference_f64, fma)
 
-/* The AVX2 row_dot of one and two operands (accumulators in registers)
+/* The vector row_dot of one and two operands (accumulators in registers)
    against dot_reference, bit for bit (NaN as NaN): rows of 0 to
    2 SX_BLOCK + 40 values and one of 2 SX_CHUNK + 77, at every element
    offset within 64 bytes (every fifth past 64 values), shifts 0 and 0.75:
@@ -495,12 +495,12 @@ DOT_REFERENCE(double, dot_reference_f64, fma)
         free(b);                                                                             \
     }
 
-static void check_avx2_dot(void)
+static void check_dot(const char *isa)
 {
     uint64_t mismatches = 0;
     CHECK_DOT(float, sx_table_f32, dot_reference_f32, 1e-30)
     CHECK_DOT(double, sx_table_f64, dot_reference_f64, 1e-200)
-    report(mismatches == 0, "avx2", "row_dot = its reduction shape, value by value, bit for bit",
+    report(mismatches == 0, isa, "row_dot = its reduction shape, value by value, bit for bit",
            (double)mismatches, 0);
 }
 
@@ -836,8 +836,8 @@ int main(int argc, char **argv)
 #if defined(SX_X86_TARGETS)
         if (level == SX_ISA_AVX2) {
             check_avx2_vector_exp((uint32_t)(level == best ? best_stride : lower_stride));
-            check_avx2_dot();
         }
+        if (level >= SX_ISA_AVX2) { check_dot(isa); }
 #if defined(SX_VJP256_TABLES)
         if (level == SX_ISA_AVX512) { check_vjp256(); }
 #endif
