@@ -13,6 +13,7 @@ from ._layout import (
     check_out,
     input_view,
     last_axis_rows,
+    last_axis_view,
     normalize_axes,
     output_buffer,
     overlaps_partially,
@@ -270,17 +271,30 @@ def _logsumexp_kernel(arr: np.ndarray, axes: tuple[int, ...], reduced_shape: tup
     if arr.size == 0:
         return np.full(reduced_shape, -np.inf, dtype=arr.dtype)
     threads = resolve_num_threads(num_threads, arr.size)
+    view = last_axis_view(arr, axes)
+    if view is not None:  # the commonest call: no planning, nothing to put back
+        kernel, extra = _kernel_for("rows", arr.dtype)
+        lse = _logsumexp_into(kernel, extra, view, threads)
+        return lse.reshape(reduced_shape).astype(arr.dtype, copy=False)
     arr, plan, view = planned_view(arr, axes, _max_strided_k(arr.dtype))
     kernel, extra = _kernel_for(plan.kind, arr.dtype)
-    lse_dtype = arr.dtype if not extra else np.dtype(np.float32)  # 16-bit: float32 lse
-    lse = np.empty((view.shape[0],) + view.shape[2:], dtype=lse_dtype)
-    kernel(op=_kernels.Op.LOGSUMEXP, x=kernel_storage(view), lse=lse, num_threads=threads,
-           **extra)
+    lse = _logsumexp_into(kernel, extra, view, threads)
     # lse's dimensions are plan.result_axes in kernel order: put them back.
     dims = plan.result_axes
     lse = lse.reshape([arr.shape[ax] for ax in dims]).transpose(
         sorted(range(len(dims)), key=dims.__getitem__))  # argsort, without numpy's overhead
     return lse.reshape(reduced_shape).astype(arr.dtype)  # a C-order copy; keeps 0-d
+
+
+def _logsumexp_into(kernel: Callable[..., None], extra: dict[str, int], view: np.ndarray,
+                    threads: int) -> np.ndarray:
+    """The kernel's logsumexp of a rows (rows, K) or cols (outer, K, inner)
+    view: (rows,) or (outer, inner), float32 for 16-bit input."""
+    lse_dtype = view.dtype if not extra else np.dtype(np.float32)
+    lse = np.empty((view.shape[0],) + view.shape[2:], dtype=lse_dtype)
+    kernel(op=_kernels.Op.LOGSUMEXP, x=kernel_storage(view), lse=lse, num_threads=threads,
+           **extra)
+    return lse
 
 
 def weighted_exp_terms(a: np.ndarray, b: np.ndarray, axes: tuple[int, ...]

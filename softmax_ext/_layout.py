@@ -303,14 +303,24 @@ def last_axis_rows(x: np.ndarray, grad: Optional[np.ndarray], out: Optional[np.n
     C-order array unless `out`.  None otherwise: `planned_view` and
     `output_buffer` decide.  A call on a small array spent half its time
     planning (softmax of (8, 128) float32, 7.5 us in all)."""
-    if axes != (x.ndim - 1,) or not _row_major(x) or (grad is not None and not _row_major(grad)):
+    x_view = last_axis_view(x, axes)
+    if x_view is None or (grad is not None and not _row_major(grad)):
         return None
     if out is None:
         out = np.empty(x.shape, x.dtype)
     elif not _row_major(out) or overlaps_partially(out, x, grad):
         return None
-    rows = (x.size // x.shape[-1], x.shape[-1])
-    return out, x.reshape(rows), None if grad is None else grad.reshape(rows), out.reshape(rows)
+    rows = x_view.shape
+    return out, x_view, None if grad is None else grad.reshape(rows), out.reshape(rows)
+
+
+def last_axis_view(x: np.ndarray, axes: tuple[int, ...]) -> Optional[np.ndarray]:
+    """Non-empty `x` as the ``rows`` plan views it, a (rows, K) reshape,
+    without planning, when `axes` is the last axis alone and `x` is
+    C-contiguous and aligned; None otherwise."""
+    if axes != (x.ndim - 1,) or not _row_major(x):
+        return None
+    return x.reshape(x.size // x.shape[-1], x.shape[-1])
 
 
 def _row_major(a: np.ndarray) -> bool:

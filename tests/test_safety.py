@@ -445,3 +445,22 @@ def test_last_axis_rows_skip_planning_with_the_same_bits(monkeypatch, dtype, sha
     for got, want in zip(skipped, planned):
         assert got.dtype == want.dtype and got.flags.c_contiguous
         np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("shape", [(50, 7), (40, 100), (3, 5, 1000), (9,), (6, 1), (4, 1, 30)])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_logsumexp_last_axis_skips_planning_with_the_same_bits(monkeypatch, dtype, shape, keepdims):
+    """logsumexp over the last axis of a C-contiguous array skips the layout
+    planning (_layout.last_axis_view): the same bits, dtype and shape as the
+    planned route, a numpy scalar for a 1-d input."""
+    from softmax_ext import _core, _layout
+
+    x = (np.random.default_rng(10).standard_normal(shape) * 4).astype(dtype)
+    assert _layout.last_axis_view(x, (len(shape) - 1,)) is not None
+    skipped = sx.logsumexp(x, axis=-1, keepdims=keepdims)
+    monkeypatch.setattr(_core, "last_axis_view", lambda *operands: None)
+    planned = sx.logsumexp(x, axis=-1, keepdims=keepdims)
+    assert type(skipped) is type(planned) and skipped.dtype == planned.dtype == dtype
+    assert np.shape(skipped) == np.shape(planned)
+    np.testing.assert_array_equal(np.atleast_1d(skipped).view(np.uint8),
+                                  np.atleast_1d(planned).view(np.uint8))
