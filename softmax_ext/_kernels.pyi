@@ -36,6 +36,7 @@ def rows(
     grad: Optional[np.ndarray] = ...,
     out: Optional[np.ndarray] = ...,
     lse: Optional[np.ndarray] = ...,
+    fresh_out: bool = ...,
     num_threads: int,
 ) -> None: ...
 def cols(
@@ -55,6 +56,7 @@ def rows_half(
     grad: Optional[np.ndarray] = ...,
     out: Optional[np.ndarray] = ...,
     lse: Optional[np.ndarray] = ...,
+    fresh_out: bool = ...,
     num_threads: int,
 ) -> None: ...
 def cols_half(

@@ -570,13 +570,16 @@ cdef inline void short_row_softmax_backward(const floating *p, const floating *g
 
 cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating *g,
                       Py_ssize_t ldg, floating *out, Py_ssize_t ldo, floating *lse,
-                      Py_ssize_t rows, Py_ssize_t K, int num_threads) noexcept nogil:
+                      Py_ssize_t rows, Py_ssize_t K, bint fresh_out,
+                      int num_threads) noexcept nogil:
     """All five operations over (rows, K) with contiguous rows.
 
     `x` is the input (p or logp for the backward ops), `g` the upstream
     gradient (backward only), `out` the (rows, K) result and `lse` the (rows,)
     result of LOGSUMEXP.  Short rows go to tiles_kernel as transposed tiles
     (element (k, j) of row j at x[j*ldx + k]), long rows whole or split.
+    `out` is written by streaming stores at the stream footprint unless
+    `fresh_out` (see rows).
     """
     cdef const sx_table *t = table_for(x)
     cdef Py_ssize_t r
@@ -602,7 +605,7 @@ cdef void rows_kernel(int op, const floating *x, Py_ssize_t ldx, const floating 
     cdef Py_ssize_t chunk = chunk_groups * group
     cdef Py_ssize_t chunks = (groups + chunk_groups - 1) // chunk_groups
     cdef bint ahead = fetch_ahead(K, sizeof(floating))
-    cdef bint stream = streams(2 + (g != NULL), rows * K, sizeof(floating))
+    cdef bint stream = not fresh_out and streams(2 + (g != NULL), rows * K, sizeof(floating))
     cdef Py_ssize_t exps_size = 0
     cdef floating *exps
     if floating is float:
@@ -773,7 +776,7 @@ cdef int check_request(int op, bint has_grad, bint has_out, bint has_lse,
 # ---- softmax-family entry points ---------------------------------------------------
 
 def rows(*, int op, const floating[:, :] x not None, const floating[:, :] grad=None,
-         floating[:, :] out=None, floating[:] lse=None, int num_threads):
+         floating[:, :] out=None, floating[:] lse=None, bint fresh_out=False, int num_threads):
     """Run `op` over the rows of x, shaped (rows, K) with K contiguous; rows
     may be any (multiple of the itemsize) apart, overlapping included.
 
@@ -781,7 +784,11 @@ def rows(*, int op, const floating[:, :] x not None, const floating[:, :] grad=N
     LOGSUMEXP, which writes `lse` (one value per row).  `grad` is the upstream
     gradient of the backward ops, with x holding p (softmax) or log p
     (log_softmax).  `out` must not overlap itself, nor an input other than
-    exactly (same data, same strides).
+    exactly (same data, same strides).  `fresh_out` says that `out`'s pages
+    have never been written (a large array just allocated): it is then
+    written by ordinary stores, never streaming ones, whatever its size (the
+    OS zeroes each page into the cache as the first store faults it in, and
+    streaming stores would write every line a second time).
     """
     cdef Py_ssize_t size = sizeof(floating)
     cdef Py_ssize_t n_rows = x.shape[0], K = x.shape[1]
@@ -809,7 +816,7 @@ def rows(*, int op, const floating[:, :] x not None, const floating[:, :] grad=N
         return
     with nogil:
         rows_kernel(op, &x[0, 0], x.strides[0] // size, gp, ldg, op_, ldo, lp,
-                    n_rows, K, num_threads)
+                    n_rows, K, fresh_out, num_threads)
 
 
 def cols(*, int op, const floating[:, :, :] x not None, const floating[:, :, :] grad=None,

@@ -150,13 +150,13 @@ cdef void half_long_row_backward(const sx_table *t, const sx_half_table *h, int 
 
 cdef int half_forward_rows(const sx_half_table *h, int op, const uint16_t *x, Py_ssize_t ldx,
                            uint16_t *out, Py_ssize_t ldo, float *lse, Py_ssize_t n_rows,
-                           Py_ssize_t K, int num_threads) noexcept nogil:
+                           Py_ssize_t K, bint fresh_out, int num_threads) noexcept nogil:
     """half_forward_row over the rows, in parallel; softmax's float32 exps go
-    to a per-thread scratch of a row, up to HALF_WHOLE_ROW floats.  Returns -1
-    when a scratch cannot be allocated."""
+    to a per-thread scratch of a row, up to HALF_WHOLE_ROW floats; streaming
+    stores as rows_kernel's.  Returns -1 when a scratch cannot be allocated."""
     cdef Py_ssize_t capacity = min(K, HALF_WHOLE_ROW) if op == SOFTMAX else 0
     cdef bint ahead = fetch_ahead(K, sizeof(uint16_t))
-    cdef bint stream = out != NULL and streams(2, n_rows * K, sizeof(uint16_t))
+    cdef bint stream = out != NULL and not fresh_out and streams(2, n_rows * K, sizeof(uint16_t))
     cdef Py_ssize_t r
     cdef float *exps
     cdef int failed = 0
@@ -180,9 +180,9 @@ cdef int half_forward_rows(const sx_half_table *h, int op, const uint16_t *x, Py
 
 def rows_half(*, int op, int fmt, const uint16_t[:, :] x not None,
               const uint16_t[:, :] grad=None, uint16_t[:, :] out=None, float[:] lse=None,
-              int num_threads):
+              bint fresh_out=False, int num_threads):
     """`rows` for 16-bit storage: x, grad and out hold float16 or bfloat16
-    bits (`fmt`), viewed as uint16; `lse` is float32."""
+    bits (`fmt`), viewed as uint16; `lse` is float32; `fresh_out` as in rows."""
     cdef Py_ssize_t size = sizeof(uint16_t)
     cdef Py_ssize_t n_rows = x.shape[0], K = x.shape[1], per_tile, tiles, it, r0, capacity
     cdef const uint16_t *gp = NULL
@@ -216,7 +216,8 @@ def rows_half(*, int op, int fmt, const uint16_t[:, :] x not None,
         return
     if K > HALF_TILE and not is_backward(op):
         with nogil:
-            if half_forward_rows(h, op, &x[0, 0], ldx, op_, ldo, lp, n_rows, K, num_threads):
+            if half_forward_rows(h, op, &x[0, 0], ldx, op_, ldo, lp, n_rows, K, fresh_out,
+                                 num_threads):
                 with gil:
                     raise MemoryError("no memory for the per-thread float32 scratch")
         return

@@ -72,7 +72,7 @@ def assert_close(actual, expected, dtype, scale=1.0):
 def bits(a):
     """The raw bytes of an array, for bitwise comparisons (NaN == NaN)."""
     a = np.ascontiguousarray(a)
-    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+    return a.view({2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize])
 
 
 def run_python(args, cwd, **env):

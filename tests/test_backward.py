@@ -179,9 +179,12 @@ def test_streamed_output_has_the_ordinary_bits(isa, rng, name, dtype, K):
     func = getattr(sx, name)
     ordinary = np.concatenate([func(*(a[:half] for a in args), num_threads=1),
                                func(*(a[half:] for a in args), num_threads=1)])
+    into = np.empty_like(ordinary)
     for threads in (1, 2):
         streamed = func(*args, num_threads=threads)
         np.testing.assert_array_equal(bits(streamed), bits(ordinary), err_msg=f"{isa} {threads}")
+        func(*args, out=into, num_threads=threads)  # a caller's out: streamed whatever its size
+        np.testing.assert_array_equal(bits(into), bits(ordinary), err_msg=f"{isa} {threads} out")
     sample = slice(0, rows, 97)
     wide = [a[sample].astype(np.float64) for a in args]
     reference = {"softmax_backward": ref.softmax_backward,
@@ -189,6 +192,39 @@ def test_streamed_output_has_the_ordinary_bits(isa, rng, name, dtype, K):
                  "softmax": ref.softmax}
     expected = reference[name](*wide)
     assert_close(ordinary[sample], expected, dtype)
+
+
+@pytest.mark.parametrize("dtype, K", [(np.float32, 1000), (np.float64, 1001), (np.float16, 4099)])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmax_backward"])
+def test_large_allocated_outputs_are_written_by_ordinary_stores(monkeypatch, name, dtype, K):
+    """An output the call allocates of FRESH_OUTPUT_BYTES or more (pages never
+    written) goes to the row kernels with fresh_out, which write it by
+    ordinary stores; a caller's `out` of the same size is streamed.  Both
+    give the same bits, for 1 and 2 threads."""
+    from softmax_ext import _core
+
+    rows = _core.FRESH_OUTPUT_BYTES // (K * np.dtype(dtype).itemsize) + 3
+    assert 2 * rows * K * np.dtype(dtype).itemsize >= _kernels.STREAM_FOOTPRINT
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal((rows, K)) * 3).astype(dtype)
+    args = (sx.softmax(x), rng.standard_normal((rows, K)).astype(dtype)) \
+        if name == "softmax_backward" else (x,)
+    func = getattr(sx, name)
+    fresh = []
+
+    def spy(kind, result, out):
+        arguments = _output_arguments(kind, result, out)
+        fresh.append(arguments.get("fresh_out"))
+        return arguments
+
+    _output_arguments = _core._output_arguments
+    monkeypatch.setattr(_core, "_output_arguments", spy)
+    into = np.empty_like(x)
+    for threads in (1, 2):
+        allocated = func(*args, num_threads=threads)
+        func(*args, out=into, num_threads=threads)
+        np.testing.assert_array_equal(bits(allocated), bits(into), err_msg=f"{threads}")
+    assert fresh == [True, False, True, False]
 
 
 def _sysfs_l3_bytes():
