@@ -34,11 +34,12 @@ HALF_MAX_STRIDED_K = 16384
 # page faults it in and the OS zeroes it, through the cache; the row kernels
 # then write it by ordinary stores (`fresh_out`), as streaming ones would
 # write each line a second time.  Measured on the Xeon (new / old time,
-# allocating calls, float32 unless noted): softmax (512, 32000) 1 thread
-# 0.69, log_softmax 0.79-0.80, softmax_backward 2 threads 0.76-0.80,
-# log_softmax float64 (131 MB) 0.89-0.90; into heap-reused outputs below
-# 32 MiB streaming stores still win (ordinary ones: softmax_backward
-# (8, 1000000) 1.20-1.35, log_softmax float64 (4096, 1000) 1.19-1.42).
+# allocating calls, float32 unless noted): softmax (512, 32000) 0.69-0.73 at
+# 1 and 2 threads, log_softmax 0.74-0.80, softmax_backward 0.74-0.77 at 2
+# threads, float64 (8, 1000000) 0.95-0.97, log_softmax float64 0.88-0.90;
+# into heap-reused outputs below 32 MiB streaming stores still win (ordinary
+# ones: softmax_backward (8, 1000000) 1.20-1.35, log_softmax float64
+# (4096, 1000) 1.19-1.42).
 FRESH_OUTPUT_BYTES = 32 * 2**20
 
 
@@ -51,7 +52,7 @@ def _kernel_for(plan_kind: str, dtype: np.dtype) -> tuple[Callable[..., None], d
 
 
 def _output_arguments(plan_kind: str, result: np.ndarray, out: Optional[np.ndarray]
-                      ) -> dict[str, int]:
+                      ) -> dict[str, bool]:
     """The row kernels' `fresh_out` for writing `result`: true when this call
     allocated it (it is not the caller's `out`) and it is large enough to come
     straight from the OS (FRESH_OUTPUT_BYTES)."""
