@@ -190,7 +190,8 @@ cdef enum:
     # log_softmax float32 (8, 1M) (61 MiB) 1.17-1.20, float64 (4096, 1000)
     # (62.5 MiB) 1.07-1.09, softmax_backward float32 (8, 1M) (92 MiB)
     # 1.10-1.28, (512, 32000) 1.65-1.69.  Hence a cap between the two.  An
-    # OS that reports no L3 (or less) gets the minimum.
+    # OS that reports no L3 (or less) gets the minimum.  An output the caller
+    # has just allocated from the OS is never streamed (rows' fresh_out).
     STREAM_FOOTPRINT_MIN_BYTES = 32 * 1024 * 1024
     STREAM_FOOTPRINT_MAX_BYTES = 56 * 1024 * 1024
     # float32 softmax streams its output too (row_scale_stream) for rows of

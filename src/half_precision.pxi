@@ -22,7 +22,8 @@
 # are added in order), so the result is the float32 result
 # on the widened input, rounded once, for any thread count.  The rows swept in
 # 16 bits write by streaming stores when input and output come to the stream
-# footprint (STREAM_FOOTPRINT_MIN_BYTES), as the float32 rows do (measured,
+# footprint (stream_footprint_bytes) and the output is not one the call
+# has just allocated (fresh_out), as the float32 rows do (measured,
 # new / old time, float16 and bfloat16 softmax and log_softmax: (512, 32000)
 # 0.78-0.91 at 2 threads, 0.82-0.89 at 1; (2048, 8192) 0.86-0.98).  A
 # backward row longer than HALF_WHOLE_ROW is streamed piece by piece, loading

@@ -446,6 +446,7 @@ def test_last_axis_rows_skip_planning_with_the_same_bits(monkeypatch, dtype, sha
         assert got.dtype == want.dtype and got.flags.c_contiguous
         np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 @pytest.mark.parametrize("shape", [(50, 7), (40, 100), (3, 5, 1000), (9,), (6, 1), (4, 1, 30)])
 @pytest.mark.parametrize("keepdims", [False, True])
