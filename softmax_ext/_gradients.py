@@ -22,7 +22,7 @@ from . import _kernels
 from ._core import softmax
 from ._dtypes import (as_float_array, as_native_array, compute_dtype, half_format,
                       kernel_storage)
-from ._layout import Plan, kernel_contiguous, normalize_axis
+from ._layout import Plan, kernel_contiguous, normalize_axis, row_major
 from ._linear import ChunkedLinearCrossEntropy
 from ._threads import _check_count, resolve_num_threads
 
@@ -232,7 +232,7 @@ def _targets(target: ArrayLike, N: int, K: int, dtype: np.dtype, weight: Optiona
 def _rows_contiguous(a: np.ndarray) -> np.ndarray:
     """(N, K) `a` as the row kernels take it: viewed when its layout allows
     (the rows plan of _layout), else a C copy."""
-    if a.flags.c_contiguous and a.flags.aligned:
+    if row_major(a):
         return a
     view = Plan(axes=(1,), outer=(0,), inner=()).view(a)
     return view if view is not None else np.array(a, order="C")

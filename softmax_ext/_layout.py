@@ -43,8 +43,7 @@ def kernel_contiguous(a: object, dtype: Optional[DTypeLike] = None) -> np.ndarra
     """`a` C-contiguous and aligned, as the kernels' ``::1`` views take it;
     copied only when it is not (``np.ascontiguousarray`` keeps misaligned
     data misaligned)."""
-    if (isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.aligned
-            and (dtype is None or a.dtype == dtype)):
+    if isinstance(a, np.ndarray) and row_major(a) and (dtype is None or a.dtype == dtype):
         return a  # what np.require gives back, without its cost on small calls
     return np.require(a, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
 
@@ -304,11 +303,11 @@ def last_axis_rows(x: np.ndarray, grad: Optional[np.ndarray], out: Optional[np.n
     `output_buffer` decide.  A call on a small array spent half its time
     planning (softmax of (8, 128) float32, 7.5 us in all)."""
     x_view = last_axis_view(x, axes)
-    if x_view is None or (grad is not None and not _row_major(grad)):
+    if x_view is None or (grad is not None and not row_major(grad)):
         return None
     if out is None:
         out = np.empty(x.shape, x.dtype)
-    elif not _row_major(out) or overlaps_partially(out, x, grad):
+    elif not row_major(out) or overlaps_partially(out, x, grad):
         return None
     rows = x_view.shape
     return out, x_view, None if grad is None else grad.reshape(rows), out.reshape(rows)
@@ -318,12 +317,13 @@ def last_axis_view(x: np.ndarray, axes: tuple[int, ...]) -> Optional[np.ndarray]
     """Non-empty `x` as the ``rows`` plan views it, a (rows, K) reshape,
     without planning, when `axes` is the last axis alone and `x` is
     C-contiguous and aligned; None otherwise."""
-    if axes != (x.ndim - 1,) or not _row_major(x):
+    if axes != (x.ndim - 1,) or not row_major(x):
         return None
     return x.reshape(x.size // x.shape[-1], x.shape[-1])
 
 
-def _row_major(a: np.ndarray) -> bool:
+def row_major(a: np.ndarray) -> bool:
+    """Whether `a` is C-contiguous and aligned, as the kernels' ``::1`` views take it."""
     flags = a.flags
     return bool(flags.c_contiguous and flags.aligned)
 
