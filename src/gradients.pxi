@@ -132,7 +132,7 @@ cdef void xent_short_rows(const sx_table *t, const floating *z, Py_ssize_t ldz, 
     tame = t.col_max(tile, w, K, w, shift, NULL, 0)
     for j in range(w):
         m = shift[j]
-        kept = probs != NULL or target[j] != ignore_index
+        kept = not xent_ignored(target, j, ignore_index)
         shifted_dot[j] = 0.0
         total_c[j] = 0.0
         one_hot[j] = 0
@@ -159,7 +159,7 @@ cdef void xent_short_rows(const sx_table *t, const floating *z, Py_ssize_t ldz, 
             shifted_dot[j] += share * dot
     t.col_exp_sum(tile, w, tile, w, K, w, shift, tame, total_exp)   # tile <- exp(z - m)
     for j in range(w):
-        kept = probs != NULL or target[j] != ignore_index
+        kept = not xent_ignored(target, j, ignore_index)
         loss[j] = total_c[j] * log(total_exp[j]) - shifted_dot[j] if kept else 0.0
         alpha[j] = <floating>(grad_scale * total_c[j] / total_exp[j]) if kept else 0
         gamma[j] = <floating>(grad_scale * share) if kept else 0
@@ -187,6 +187,12 @@ cdef inline bint xent_ignored(const Py_ssize_t *target, Py_ssize_t i,
                               Py_ssize_t ignore_index) noexcept nogil:
     """Whether row i's index target (none with probability targets) is ignore_index."""
     return target != NULL and target[i] == ignore_index
+
+
+cdef inline Py_ssize_t xent_class(const Py_ssize_t *target, Py_ssize_t i) noexcept nogil:
+    """Row i's target class for the row helpers: its index, or 0 (unread)
+    with probability targets."""
+    return target[i] if target != NULL else 0
 
 
 cdef void xent_tile(const sx_table *t, const floating *z, Py_ssize_t ldz, Py_ssize_t K,
@@ -222,7 +228,7 @@ cdef void xent_tile(const sx_table *t, const floating *z, Py_ssize_t ldz, Py_ssi
             if xent_ignored(target, i, ignore_index):
                 xent_skip_row(K, &loss[i], <floating *>at(grad, i * ldg))
             else:
-                xent_row(t, z + i * ldz, K, target[i] if target != NULL else 0,
+                xent_row(t, z + i * ldz, K, xent_class(target, i),
                          at(probs, i * ldp), weight, weight_sum, smoothing, grad_scale, &loss[i],
                          <floating *>at(grad, i * ldg), row_after(z, ldz, i, n, ahead, 1))
         return
@@ -230,7 +236,7 @@ cdef void xent_tile(const sx_table *t, const floating *z, Py_ssize_t ldz, Py_ssi
         first = group * per
         for i in range(first, min(n, first + per)):
             if not xent_ignored(target, i, ignore_index):
-                xent_row_prepare(t, z + i * ldz, K, target[i] if target != NULL else 0,
+                xent_row_prepare(t, z + i * ldz, K, xent_class(target, i),
                                  at(probs, i * ldp), weight, weight_sum, smoothing,
                                  &rows[i - first])
         for i in range(first, min(n, first + per)):
@@ -242,7 +248,7 @@ cdef void xent_tile(const sx_table *t, const floating *z, Py_ssize_t ldz, Py_ssi
             if xent_ignored(target, i, ignore_index):
                 xent_skip_row(K, &loss[i], <floating *>at(grad, i * ldg))
             else:
-                xent_row_finish(t, K, target[i] if target != NULL else 0, at(probs, i * ldp),
+                xent_row_finish(t, K, xent_class(target, i), at(probs, i * ldp),
                                 weight, smoothing, grad_scale, &rows[i - first], &loss[i],
                                 <floating *>at(grad, i * ldg))
 
