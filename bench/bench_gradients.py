@@ -28,7 +28,7 @@ from softmax_ext import _bench
 
 CE_SHAPES = [(65536, 10), (8192, 1000), (1024, 32000)]
 # N, D, K: the headline layer, a tall-D layer, a small-D one, and a small call
-LINEAR_SHAPES = [(2048, 256, 32000), (64, 8192, 1000), (16384, 32, 1000), (256, 64, 100)]
+LINEAR_SHAPES = [(2048, 256, 32000), (8192, 512, 4000), (64, 8192, 1000), (16384, 32, 1000), (256, 64, 100)]
 
 
 def ce_contenders(z, y, threads):

@@ -468,10 +468,12 @@ def linear_cross_entropy(
     return_grad : bool, optional
         Return the gradients too (default True).
     chunk_size : int, optional
-        Rows per chunk; default: as many as fit in 4 MiB of logits (so that
-        they stay in cache between the GEMMs), but at least 512 and at most
-        64 MiB of logits (at least 64 rows). Classes are chunked too when
-        64 rows' logits exceed 64 MiB.
+        Rows per chunk; default: as many as fit in 4 MiB of logits for up
+        to 32 input features D, D / 32 times that for wider inputs (small
+        chunks keep the logits in cache between the GEMMs, long ones spare
+        the GEMMs' per-call work, which weighs more the larger D is), but at
+        least 512 rows and at most 64 MiB of logits (at least 64 rows).
+        Classes are chunked too when 64 rows' logits exceed 64 MiB.
     num_threads : int, optional
         Threads of the cross-entropy kernel between the GEMMs (default
         `get_num_threads()`) while BLAS is single-threaded. While BLAS is

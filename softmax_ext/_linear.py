@@ -11,9 +11,12 @@ block of classes at a time: a first pass merges an online logsumexp per row
 over the blocks, the loss follows from those statistics, and a second pass
 recomputes each block's logits and turns them into its gradient.
 
-Chunks are sized for the cache: a chunk's logits are written by one GEMM and
-read by the kernel and two more GEMMs, so logits that stay in cache between
-them are cheaper than the unchunked GEMMs' trip through memory.
+Chunk size weighs the cache against the GEMMs' per-call work: a chunk's
+logits are written by one GEMM and read by the kernel and two more GEMMs, so
+logits that stay in cache between them are cheaper than the unchunked GEMMs'
+trip through memory, but each chunk repacks W and passes over dW again.  The
+wider the inputs, the more flops each logit costs the GEMMs and the less its
+trip through memory matters, so chunks grow with D (see CACHE_BYTES).
 
 Threads: the GEMMs are numpy matmuls from the calling thread, on whatever
 threads BLAS is set to use; nothing here changes that setting (it is
@@ -41,13 +44,25 @@ from ._threads import resolve_num_threads
 if TYPE_CHECKING:
     from ._gradients import _Targets
 
-# Default chunk (chunk_rows): logits of CACHE_BYTES, in cache from GEMM to
-# GEMM, but at least GEMM_ROWS rows, the dW GEMM's inner dimension.  Measured
-# on 2 cores (float32, time over the three unchunked GEMMs): N=16384, D=32,
-# K=1000 with 256 / 512 / 1024 / 4096 / 16384 rows 0.87 / 0.94 / 0.88 / 1.46 /
-# 1.29; N=2048, D=256, K=32000 with 64 / 128 / 256 / 512 / 1024 rows 1.31 /
-# 1.30 / 1.25 / 1.19 / 1.55 (wide rows want long dW GEMMs more than cache).
+# Default chunk (chunk_rows): CACHE_BYTES of logits for inputs of up to
+# CACHE_FEATURES features, proportionally more for wider inputs, but at
+# least GEMM_ROWS rows.  Two costs pull apart.  Each chunk repacks W in two
+# GEMMs and passes over dW once more: a share of the GEMMs' time that falls
+# as 1/rows whatever D is.  The chunk's logits, written by one GEMM and read
+# by the kernel and two more GEMMs, cost a trip through memory unless they
+# stay in cache: a share that falls as 1/D, since each GEMM does 2 D flops
+# per logit.  Hence chunks grow with D.  Measured on
+# 2 cores, float32, time over the three unchunked GEMMs: on a Zen 3 (512 KiB
+# L2, 32 MiB L3) N=16384, D=32, K=1000 with 256 / 512 / 1024 / 4096 / 16384
+# rows 0.87 / 0.94 / 0.88 / 1.46 / 1.29; on a Xeon (2 MiB L2) with chunks
+# of 4 MiB whatever D / grown with D: N=4096, D=2048, K=1000 1.16-1.18 /
+# 1.01-1.04 (one chunk), N=8192, D=512, K=4000 1.21-1.23 / 1.07-1.12,
+# N=16384, D=128, K=2000 1.05-1.08 / 0.95-1.00, N=32768, D=96, K=1000
+# 1.02-1.05 / 0.98-0.99 (float64: 0.93-1.05 of the time before); N=2048,
+# D=256, K=32000 with 256 / 512 / 1024 rows 1.22-1.23 / 1.18-1.22 /
+# 1.12-1.15 (1024 only with a 128 MiB budget).
 CACHE_BYTES = 4 * 2**20
+CACHE_FEATURES = 32
 GEMM_ROWS = 512
 # Logits held at once at most: the only sizeable memory the layer adds beyond
 # x, W and the gradients.  Rows whose GEMM_ROWS logits exceed it get fewer
@@ -74,10 +89,12 @@ def blas_threads() -> int:
                default=1)
 
 
-def default_chunk_rows(row_bytes: int) -> int:
-    """Rows per chunk for logits rows of `row_bytes` (see CACHE_BYTES)."""
+def default_chunk_rows(row_bytes: int, features: int) -> int:
+    """Rows per chunk for logits rows of `row_bytes` and inputs of
+    `features` columns (see CACHE_BYTES)."""
     row_bytes = max(1, row_bytes)
-    rows = max(GEMM_ROWS, CACHE_BYTES // row_bytes)
+    cache_bytes = CACHE_BYTES * max(CACHE_FEATURES, features) // CACHE_FEATURES
+    rows = max(GEMM_ROWS, cache_bytes // row_bytes)
     if rows * row_bytes > CHUNK_BYTES:
         rows = max(MIN_CHUNK_ROWS, CHUNK_BYTES // row_bytes)
     return rows
@@ -112,7 +129,7 @@ class ChunkedLinearCrossEntropy:
         self.scale = targets.grad_scale(reduction)
         (N, D), K, dtype = x.shape, W.shape[0], x.dtype
         self.K = K
-        rows = chunk_rows if chunk_rows is not None else default_chunk_rows(K * dtype.itemsize)
+        rows = chunk_rows if chunk_rows is not None else default_chunk_rows(K * dtype.itemsize, D)
         self.rows = min(rows, max(N, 1))
         self.class_width = K if self.rows * K * dtype.itemsize <= CHUNK_BYTES else \
             max(1, CHUNK_BYTES // (self.rows * dtype.itemsize))

@@ -300,16 +300,21 @@ def test_linear_cross_entropy_does_not_depend_on_chunk_size(rng, dtype):
 
 
 def test_linear_cross_entropy_chunks_and_kernel_threads(monkeypatch):
-    """Default chunks hold about 4 MiB of logits (at least 512 rows, at most
+    """Default chunks hold about 4 MiB of logits for up to 32 input features
+    and proportionally more for wider inputs (at least 512 rows, at most
     64 MiB); the kernel between the GEMMs gets one thread whenever BLAS is
     multi-threaded, even when more are asked, else the usual count."""
     from softmax_ext import _linear
     from softmax_ext._gradients import linear_layer
-    assert _linear.default_chunk_rows(1000 * 4) == 4 * 2**20 // 4000
-    assert _linear.default_chunk_rows(100 * 4) == 4 * 2**20 // 400
-    assert _linear.default_chunk_rows(32000 * 4) == 512
-    assert _linear.default_chunk_rows(100_000 * 4) == 64 * 2**20 // 400_000
-    assert _linear.default_chunk_rows(10**6 * 4) == 64       # then classes are chunked too
+    assert _linear.default_chunk_rows(1000 * 4, 32) == 4 * 2**20 // 4000
+    assert _linear.default_chunk_rows(1000 * 4, 3) == 4 * 2**20 // 4000
+    assert _linear.default_chunk_rows(1000 * 4, 96) == 12 * 2**20 // 4000
+    assert _linear.default_chunk_rows(2000 * 8, 128) == 16 * 2**20 // 16000
+    assert _linear.default_chunk_rows(1000 * 4, 8192) == 64 * 2**20 // 4000
+    assert _linear.default_chunk_rows(100 * 4, 0) == 4 * 2**20 // 400
+    assert _linear.default_chunk_rows(32000 * 4, 256) == 512
+    assert _linear.default_chunk_rows(100_000 * 4, 64) == 64 * 2**20 // 400_000
+    assert _linear.default_chunk_rows(10**6 * 4, 64) == 64       # then classes are chunked too
     x, W, y = np.ones((5000, 3)), np.ones((20, 3)), np.zeros(5000, np.int64)
 
     def layer(num_threads):
@@ -319,6 +324,9 @@ def test_linear_cross_entropy_chunks_and_kernel_threads(monkeypatch):
     assert layer(None).threads == 1 and layer(3).threads == 1
     monkeypatch.setattr(_linear, "blas_threads", lambda: 1)
     assert layer(3).threads == 3
+    wide = linear_layer(np.ones((5000, 64), np.float32), np.ones((1000, 64), np.float32), None, y,
+                        None, -100, 0.0, "mean", True, None, 1)
+    assert wide.rows == wide.logits.shape[0] == 8 * 2**20 // 4000  # the layer passes D
 
 
 def test_linear_cross_entropy_errors(rng):
