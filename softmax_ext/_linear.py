@@ -51,16 +51,17 @@ if TYPE_CHECKING:
 # as 1/rows whatever D is.  The chunk's logits, written by one GEMM and read
 # by the kernel and two more GEMMs, cost a trip through memory unless they
 # stay in cache: a share that falls as 1/D, since each GEMM does 2 D flops
-# per logit.  Hence chunks grow with D.  Measured on
-# 2 cores, float32, time over the three unchunked GEMMs: on a Zen 3 (512 KiB
-# L2, 32 MiB L3) N=16384, D=32, K=1000 with 256 / 512 / 1024 / 4096 / 16384
-# rows 0.87 / 0.94 / 0.88 / 1.46 / 1.29; on a Xeon (2 MiB L2) with chunks
-# of 4 MiB whatever D / grown with D: N=4096, D=2048, K=1000 1.16-1.18 /
-# 1.01-1.04 (one chunk), N=8192, D=512, K=4000 1.21-1.23 / 1.07-1.12,
-# N=16384, D=128, K=2000 1.05-1.08 / 0.95-1.00, N=32768, D=96, K=1000
-# 1.02-1.05 / 0.98-0.99 (float64: 0.93-1.05 of the time before); N=2048,
-# D=256, K=32000 with 256 / 512 / 1024 rows 1.22-1.23 / 1.18-1.22 /
-# 1.12-1.15 (1024 only with a 128 MiB budget).
+# per logit.  Hence chunks grow with D.  Measured on 2 cores, float32, time
+# over the three unchunked GEMMs: on a Zen 3 (512 KiB L2, 32 MiB L3)
+# N=16384, D=32, K=1000 with 256 / 512 / 1024 / 4096 / 16384 rows 0.87 /
+# 0.94 / 0.88 / 1.46 / 1.29; on a Xeon (2 MiB L2) with chunks of 4 MiB
+# whatever D / grown with D: N=4096, D=2048, K=1000 1.16-1.18 / 1.01-1.04
+# (one chunk), N=8192, D=512, K=4000 1.21-1.23 / 1.07-1.12, N=16384, D=128,
+# K=2000 1.05-1.08 / 0.95-1.00, N=32768, D=96, K=1000 1.02-1.05 / 0.98-0.99
+# (float64: 0.93-1.08 of the time before, the 1.08 at N=16384, D=128,
+# K=2000, where 512 to 2048 rows ran within this VM's noise); N=2048, D=256,
+# K=32000 with 256 / 512 / 1024 rows 1.22-1.23 / 1.18-1.22 / 1.12-1.15 (1024
+# only with a 128 MiB budget).
 CACHE_BYTES = 4 * 2**20
 CACHE_FEATURES = 32
 GEMM_ROWS = 512
