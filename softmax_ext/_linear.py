@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 # K=2000 1.05-1.08 / 0.95-1.00, N=32768, D=96, K=1000 1.02-1.05 / 0.98-0.99
 # (float64: 0.93-1.08 of the time before, the 1.08 at N=16384, D=128,
 # K=2000, where 512 to 2048 rows ran within this VM's noise); N=2048, D=256,
-# K=32000 with 256 / 512 / 1024 rows 1.22-1.23 / 1.18-1.22 / 1.12-1.15 (1024
+# K=32000 with 256 / 512 / 1024 rows 1.22-1.23 / 1.13-1.25 / 1.12-1.16 (1024
 # only with a 128 MiB budget).
 CACHE_BYTES = 4 * 2**20
 CACHE_FEATURES = 32
