@@ -301,12 +301,10 @@ def _logsumexp_kernel(arr: np.ndarray, axes: tuple[int, ...], reduced_shape: tup
     threads = resolve_num_threads(num_threads, arr.size)
     view = last_axis_view(arr, axes)
     if view is not None:  # the commonest call: no planning, nothing to put back
-        kernel, extra = _kernel_for("rows", arr.dtype)
-        lse = _logsumexp_into(kernel, extra, view, threads)
+        lse = _logsumexp_into("rows", view, threads)
         return lse.reshape(reduced_shape).astype(arr.dtype, copy=False)
     arr, plan, view = planned_view(arr, axes, _max_strided_k(arr.dtype))
-    kernel, extra = _kernel_for(plan.kind, arr.dtype)
-    lse = _logsumexp_into(kernel, extra, view, threads)
+    lse = _logsumexp_into(plan.kind, view, threads)
     # lse's dimensions are plan.result_axes in kernel order: put them back.
     dims = plan.result_axes
     lse = lse.reshape([arr.shape[ax] for ax in dims]).transpose(
@@ -314,10 +312,11 @@ def _logsumexp_kernel(arr: np.ndarray, axes: tuple[int, ...], reduced_shape: tup
     return lse.reshape(reduced_shape).astype(arr.dtype)  # a C-order copy; keeps 0-d
 
 
-def _logsumexp_into(kernel: Callable[..., None], extra: dict[str, int], view: np.ndarray,
-                    threads: int) -> np.ndarray:
-    """The kernel's logsumexp of a rows (rows, K) or cols (outer, K, inner)
-    view: (rows,) or (outer, inner), float32 for 16-bit input."""
+def _logsumexp_into(plan_kind: str, view: np.ndarray, threads: int) -> np.ndarray:
+    """The `plan_kind` kernel's logsumexp of a rows (rows, K) or cols
+    (outer, K, inner) view: (rows,) or (outer, inner), float32 for 16-bit
+    input."""
+    kernel, extra = _kernel_for(plan_kind, view.dtype)
     lse_dtype = view.dtype if not extra else np.dtype(np.float32)
     lse = np.empty((view.shape[0],) + view.shape[2:], dtype=lse_dtype)
     kernel(op=_kernels.Op.LOGSUMEXP, x=kernel_storage(view), lse=lse, num_threads=threads,
